@@ -1,0 +1,1 @@
+"""Backends: the engines that tune and serve. `watsonx` talks to IBM watsonx.ai over REST."""

@@ -1,0 +1,23 @@
+"""The watsonx.ai backend: an async REST client for IBM watsonx.ai (httpx, pydantic, tenacity)."""
+
+from granite_tuner.backends.watsonx._retry import RetryPolicy
+from granite_tuner.backends.watsonx.client import WatsonxClient
+from granite_tuner.backends.watsonx.models import (
+    DataAsset,
+    Deployment,
+    FoundationModel,
+    GenerationResult,
+    Training,
+    TrainingMetric,
+)
+
+__all__ = [
+    "DataAsset",
+    "Deployment",
+    "FoundationModel",
+    "GenerationResult",
+    "RetryPolicy",
+    "Training",
+    "TrainingMetric",
+    "WatsonxClient",
+]

@@ -1,0 +1,190 @@
+"""Where the client's settings come from: arguments first, then the environment.
+
+The environment names are the ones the IBM ecosystem already uses (`WATSONX_APIKEY`,
+`WATSONX_URL`, `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`, `WATSONX_TOKEN`), and an
+`ibm_watsonx_ai.Credentials` object is read field by field, so moving from IBM's SDK
+changes nothing in a user's configuration. Every check fails with a `ConfigurationError`
+that says which setting to fix, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from granite_tuner._secrets import register_secret
+from granite_tuner.backends.watsonx._endpoints import (
+    API_VERSION,
+    DEFAULT_IAM_URL,
+    Scope,
+    platform_url_for,
+)
+from granite_tuner.errors import ConfigurationError
+
+__all__ = ["ENV_VARS", "WatsonxSettings", "resolve_settings"]
+
+ENV_VARS = {
+    "url": "WATSONX_URL",
+    "api_key": "WATSONX_APIKEY",
+    "token": "WATSONX_TOKEN",
+    "project_id": "WATSONX_PROJECT_ID",
+    "space_id": "WATSONX_SPACE_ID",
+}
+_LOOPBACK_NAMES = {"localhost"}
+
+
+class WatsonxSettings(BaseModel):
+    """Resolved, checked settings of one client. Secrets are `SecretStr`: they never print."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    platform_url: str
+    iam_url: str
+    api_key: SecretStr | None
+    token: SecretStr | None
+    scope: Scope
+    api_version: str = API_VERSION
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(value: str, setting: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(
+            f"{setting} must be an absolute URL such as https://us-south.ml.cloud.ibm.com, "
+            f"got {value!r}."
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"{setting} must use https:// ({value!r} would send credentials in clear text); "
+            "plain http is accepted only for loopback test servers."
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"{setting} must not carry a query or fragment, got {value!r}.")
+    return value.strip().rstrip("/")
+
+
+def _from_credentials(credentials: Any) -> dict[str, Any]:
+    """Fields of an `ibm_watsonx_ai.Credentials` (read by name, so the SDK is not imported)."""
+    fields = {
+        "url": getattr(credentials, "url", None),
+        "api_key": getattr(credentials, "api_key", None),
+        "token": getattr(credentials, "token", None),
+        "platform_url": getattr(credentials, "platform_url", None),
+        "iam_url": getattr(credentials, "auth_url", None),
+    }
+    if getattr(credentials, "username", None) or getattr(credentials, "password", None):
+        raise ConfigurationError(
+            "Cloud Pak for Data username/password credentials are not supported; use an IBM "
+            "Cloud API key or a bearer token."
+        )
+    return {k: v for k, v in fields.items() if v}
+
+
+def resolve_settings(
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    token: str | None = None,
+    project_id: str | None = None,
+    space_id: str | None = None,
+    platform_url: str | None = None,
+    iam_url: str | None = None,
+    credentials: Any = None,
+    api_version: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> WatsonxSettings:
+    """Merge arguments, a Credentials object and the environment, then check the result."""
+    env = os.environ if environ is None else environ
+    given: dict[str, Any] = {
+        "url": url,
+        "api_key": api_key,
+        "token": token,
+        "project_id": project_id,
+        "space_id": space_id,
+        "platform_url": platform_url,
+        "iam_url": iam_url,
+    }
+    from_credentials = _from_credentials(credentials) if credentials is not None else {}
+    for name, value in from_credentials.items():
+        if given.get(name) is None:
+            given[name] = value
+    # The environment fills only what neither the arguments nor Credentials gave.
+    explicit_auth = given["api_key"] is not None or given["token"] is not None
+    explicit_scope = given["project_id"] is not None or given["space_id"] is not None
+    for name, variable in ENV_VARS.items():
+        if given[name] is not None:
+            continue
+        if name in ("api_key", "token") and explicit_auth:
+            continue
+        if name in ("project_id", "space_id") and explicit_scope:
+            continue
+        value = env.get(variable)
+        if value:
+            given[name] = value
+
+    for name in ("api_key", "token", "project_id", "space_id"):
+        value = given[name]
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigurationError(f"{name} must be a non-empty string.")
+
+    if not given["url"]:
+        raise ConfigurationError(
+            "No watsonx.ai URL: pass url= or set WATSONX_URL "
+            "(for example https://us-south.ml.cloud.ibm.com)."
+        )
+    ml_url = _check_url(given["url"], "url (WATSONX_URL)")
+    if given["platform_url"]:
+        platform = _check_url(given["platform_url"], "platform_url")
+    else:
+        # Known IBM Cloud regions use a separate data-platform host; anything else (Cloud Pak,
+        # a proxy, the fake server) serves both roles on one host.
+        platform = platform_url_for(ml_url) or ml_url
+    iam = _check_url(given["iam_url"], "iam_url") if given["iam_url"] else DEFAULT_IAM_URL
+
+    if given["api_key"] and given["token"]:
+        raise ConfigurationError(
+            "Both an API key and a token were given; pass one (api_key= is refreshed "
+            "automatically, token= is used as is)."
+        )
+    if not given["api_key"] and not given["token"]:
+        raise ConfigurationError(
+            "No credentials: pass api_key= (or set WATSONX_APIKEY) or token= (WATSONX_TOKEN)."
+        )
+    if given["project_id"] and given["space_id"]:
+        raise ConfigurationError("Pass either project_id= or space_id=, not both.")
+    if given["project_id"]:
+        scope = Scope("project", given["project_id"].strip())
+    elif given["space_id"]:
+        scope = Scope("space", given["space_id"].strip())
+    else:
+        raise ConfigurationError(
+            "No project or space: pass project_id= (WATSONX_PROJECT_ID) or space_id= "
+            "(WATSONX_SPACE_ID)."
+        )
+
+    register_secret(given["api_key"])
+    register_secret(given["token"])
+    return WatsonxSettings(
+        url=ml_url,
+        platform_url=platform,
+        iam_url=iam,
+        api_key=SecretStr(given["api_key"]) if given["api_key"] else None,
+        token=SecretStr(given["token"]) if given["token"] else None,
+        scope=scope,
+        api_version=api_version or API_VERSION,
+    )

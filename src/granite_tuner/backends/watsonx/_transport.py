@@ -1,0 +1,218 @@
+"""One logical watsonx.ai request: endpoint rules applied, token attached, retried safely.
+
+Every call of the client goes through `Transport.request_json` or `request_no_content`:
+
+- the `Endpoint` decides host, `version` and where the project/space id goes;
+- the authenticator supplies the bearer token; a 401 drops it and retries once at once
+  (another caller may already be fetching the new one: only one exchange happens);
+- transient failures are retried by the one `RetryPolicy`;
+- a request that creates something (a POST not marked `safe_to_repeat`) is never sent a
+  second time when the first may have reached the server: `find_existing` is asked first,
+  and if it finds the object, that object is the answer. Without `find_existing` the
+  ambiguous error is raised as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from granite_tuner._secrets import get_logger
+from granite_tuner.backends.watsonx._endpoints import Endpoint, Scope
+from granite_tuner.backends.watsonx._responses import (
+    classify_transport_error,
+    read_json,
+    status_error,
+)
+from granite_tuner.backends.watsonx._retry import RetryPolicy, run_with_retries
+from granite_tuner.backends.watsonx.auth import Authenticator
+from granite_tuner.errors import APIError, NotFoundError, UnexpectedResponseError
+
+__all__ = ["Transport"]
+
+logger = get_logger("granite_tuner.watsonx")
+
+T = TypeVar("T")
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+
+@dataclass
+class _CallState:
+    """What one logical request has learned across its attempts."""
+
+    reauthenticated: bool = False
+    may_exist: bool = False
+
+
+class Transport:
+    """Sends requests for one client: its hosts, scope, credentials and retry policy."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        ml_url: str,
+        platform_url: str,
+        scope: Scope,
+        api_version: str,
+        auth: Authenticator,
+        retry: RetryPolicy,
+    ) -> None:
+        self.http = http
+        self.ml_url = ml_url.rstrip("/")
+        self.platform_url = platform_url.rstrip("/")
+        self.scope = scope
+        self.api_version = api_version
+        self.auth = auth
+        self.retry = retry
+
+    def url_for(self, endpoint: Endpoint, path: Mapping[str, str] | None = None) -> str:
+        base = self.ml_url if endpoint.host == "ml" else self.platform_url
+        return base + endpoint.format_path(**(path or {}))
+
+    async def request_json(
+        self,
+        method: str,
+        endpoint: Endpoint,
+        *,
+        parse: Callable[[Any], T],
+        path: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        expect: frozenset[int] = frozenset({200}),
+        safe_to_repeat: bool | None = None,
+        find_existing: Callable[[], Awaitable[T | None]] | None = None,
+        operation: str,
+    ) -> T:
+        """Send, retry as the policy allows, and parse the success body with `parse`."""
+        url = self.url_for(endpoint, path)
+        query = endpoint.query(self.scope, self.api_version, dict(params) if params else None)
+        body = endpoint.body(self.scope, json)
+        safe = method in _SAFE_METHODS if safe_to_repeat is None else safe_to_repeat
+        state = _CallState()
+
+        async def attempt() -> T:
+            if state.may_exist and find_existing is not None:
+                found = await find_existing()
+                if found is not None:
+                    logger.info(
+                        "%s: the earlier attempt had succeeded; using its result", operation
+                    )
+                    return found
+            try:
+                response = await self._send(
+                    method,
+                    url,
+                    query,
+                    body,
+                    expect,
+                    state,
+                    safe or find_existing is not None,
+                    operation,
+                )
+                return read_json(response, parse, operation=operation)
+            except APIError as exc:
+                if isinstance(exc, UnexpectedResponseError):
+                    # A success status with a broken body: the server did act.
+                    exc.may_have_been_processed = True
+                    exc.retryable = safe or find_existing is not None
+                if exc.may_have_been_processed and not safe:
+                    state.may_exist = True
+                raise
+
+        return await run_with_retries(self.retry, attempt, description=operation)
+
+    async def request_no_content(
+        self,
+        method: str,
+        endpoint: Endpoint,
+        *,
+        path: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        expect: frozenset[int] = frozenset({200, 202, 204}),
+        safe_to_repeat: bool | None = None,
+        operation: str,
+    ) -> None:
+        """Send a request whose answer carries nothing we need (deletes, completions)."""
+        url = self.url_for(endpoint, path)
+        query = endpoint.query(self.scope, self.api_version, dict(params) if params else None)
+        body = endpoint.body(self.scope, json)
+        safe = method in _SAFE_METHODS if safe_to_repeat is None else safe_to_repeat
+        state = _CallState()
+
+        async def attempt() -> None:
+            try:
+                await self._send(method, url, query, body, expect, state, safe, operation)
+            except NotFoundError:
+                # A DELETE whose earlier attempt may have landed: gone is what we wanted.
+                if method == "DELETE" and state.may_exist:
+                    return
+                raise
+            except APIError as exc:
+                if exc.may_have_been_processed:
+                    state.may_exist = True
+                raise
+
+        await run_with_retries(self.retry, attempt, description=operation)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        query: dict[str, Any],
+        body: dict[str, Any] | None,
+        expect: frozenset[int],
+        state: _CallState,
+        safe: bool,
+        operation: str,
+    ) -> httpx.Response:
+        """One HTTP exchange; any failure comes out as a typed APIError."""
+        token = await self.auth.token()
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        started = time.perf_counter()
+        try:
+            response = await self.http.request(
+                method, url, params=query, json=body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise classify_transport_error(exc, method, url, safe_to_repeat=safe) from None
+        elapsed = time.perf_counter() - started
+        logger.debug("%s %s -> %d (%.3f s)", method, url, response.status_code, elapsed)
+        if response.status_code in expect:
+            return response
+        error = status_error(
+            response,
+            operation=operation,
+            retry_statuses=self.retry.retry_statuses,
+            safe_to_repeat=safe,
+        )
+        if response.status_code == 401 and not state.reauthenticated:
+            state.reauthenticated = True
+            if await self.auth.invalidate(token):
+                error.retryable = True
+                error.retry_immediately = True
+        raise error
+
+    async def put_bytes(self, url: str, content: bytes, *, operation: str) -> None:
+        """PUT raw bytes to a pre-signed URL: no token, no content type (protocol §5 step 3)."""
+
+        async def attempt() -> None:
+            try:
+                response = await self.http.put(url, content=content)
+            except httpx.HTTPError as exc:
+                raise classify_transport_error(exc, "PUT", url, safe_to_repeat=True) from None
+            if response.status_code not in (200, 201, 204):
+                raise status_error(
+                    response,
+                    operation=operation,
+                    retry_statuses=self.retry.retry_statuses,
+                    safe_to_repeat=True,
+                )
+
+        await run_with_retries(self.retry, attempt, description=operation)

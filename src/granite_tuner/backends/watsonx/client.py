@@ -1,0 +1,162 @@
+"""`WatsonxClient`: one async client for IBM watsonx.ai, safe to share across tasks."""
+
+from __future__ import annotations
+
+import ssl
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from granite_tuner._version import __version__
+from granite_tuner.backends.watsonx._retry import RetryPolicy
+from granite_tuner.backends.watsonx._settings import WatsonxSettings, resolve_settings
+from granite_tuner.backends.watsonx._transport import Transport
+from granite_tuner.backends.watsonx.assets import Assets
+from granite_tuner.backends.watsonx.auth import (
+    Authenticator,
+    IAMAuthenticator,
+    StaticTokenAuthenticator,
+)
+from granite_tuner.backends.watsonx.deployments import Deployments
+from granite_tuner.backends.watsonx.foundation_models import FoundationModels
+from granite_tuner.backends.watsonx.generation import Generation
+from granite_tuner.backends.watsonx.trainings import Trainings
+from granite_tuner.errors import ConfigurationError
+
+__all__ = ["WatsonxClient"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=50, keepalive_expiry=30
+)
+
+
+def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
+    """httpx wants a context for custom CAs; a path is turned into one here."""
+    if isinstance(verify, str):
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"verify={verify!r} is not a readable CA bundle: {exc}"
+            ) from None
+    return verify
+
+
+class WatsonxClient:
+    """An async client for watsonx.ai: credentials, scope, retries and the REST resources.
+
+    ```python
+    async with WatsonxClient(api_key=..., url="https://us-south.ml.cloud.ibm.com",
+                             project_id=...) as client:
+        models = await client.foundation_models.list(prompt_tunable=True)
+    ```
+
+    Arguments left out are read from the environment (`WATSONX_URL`, `WATSONX_APIKEY`,
+    `WATSONX_TOKEN`, `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`), or from an
+    `ibm_watsonx_ai.Credentials` passed as `credentials=`. An API key is exchanged at IAM
+    and refreshed ahead of expiry; a token is used as is. Pass `http_client=` to share your
+    own `httpx.AsyncClient` (it is then yours to close). TLS verification is on unless you
+    pass `verify=False`; `verify=` also takes a CA bundle path or an `ssl.SSLContext`.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+        project_id: str | None = None,
+        space_id: str | None = None,
+        platform_url: str | None = None,
+        iam_url: str | None = None,
+        credentials: Any = None,
+        verify: bool | str | ssl.SSLContext | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        api_version: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings: WatsonxSettings = resolve_settings(
+            url=url,
+            api_key=api_key,
+            token=token,
+            project_id=project_id,
+            space_id=space_id,
+            platform_url=platform_url,
+            iam_url=iam_url,
+            credentials=credentials,
+            api_version=api_version,
+        )
+        if verify is None:
+            credentials_verify = getattr(credentials, "verify", None)
+            verify = credentials_verify if credentials_verify is not None else True
+        self.retry = retry or RetryPolicy()
+        self._owns_http = http_client is None
+        if http_client is None:
+            http_timeout = timeout if isinstance(timeout, httpx.Timeout) else None
+            if http_timeout is None:
+                http_timeout = (
+                    DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout, connect=10.0)
+                )
+            http_client = httpx.AsyncClient(
+                verify=_ssl_context(verify),
+                timeout=http_timeout,
+                limits=DEFAULT_LIMITS,
+                headers={"User-Agent": f"granite-tuner/{__version__}"},
+                follow_redirects=False,
+            )
+        self._http = http_client
+        auth: Authenticator
+        if self.settings.api_key is not None:
+            auth = IAMAuthenticator(
+                self.settings.api_key.get_secret_value(),
+                http=http_client,
+                iam_url=self.settings.iam_url,
+                retry=self.retry,
+            )
+        else:
+            assert self.settings.token is not None
+            auth = StaticTokenAuthenticator(self.settings.token.get_secret_value())
+        self.auth = auth
+        self._transport = Transport(
+            http=http_client,
+            ml_url=self.settings.url,
+            platform_url=self.settings.platform_url,
+            scope=self.settings.scope,
+            api_version=self.settings.api_version,
+            auth=auth,
+            retry=self.retry,
+        )
+        self.assets = Assets(self._transport)
+        self.trainings = Trainings(self._transport)
+        self.deployments = Deployments(self._transport)
+        self.foundation_models = FoundationModels(self._transport)
+        self.generation = Generation(self._transport)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """A client configured from the `WATSONX_*` environment variables (and `overrides`)."""
+        return cls(**overrides)
+
+    def __repr__(self) -> str:
+        scope = self.settings.scope
+        how = "api_key" if self.settings.api_key is not None else "token"
+        return f"WatsonxClient(url={self.settings.url!r}, {scope.field}={scope.id!r}, auth={how})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless the caller passed its own `http_client`)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,121 @@
+"""Online deployments of tuned models: create (never twice), read, list, delete (§8)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from granite_tuner.backends.watsonx import _endpoints as ep
+from granite_tuner.backends.watsonx._pagination import list_all
+from granite_tuner.backends.watsonx._transport import Transport
+from granite_tuner.backends.watsonx.models import Deployment
+from granite_tuner.backends.watsonx.trainings import REQUEST_TAG_PREFIX
+from granite_tuner.errors import ConfigurationError, ConflictError
+
+__all__ = ["SERVING_NAME_PATTERN", "Deployments"]
+
+#: What the service accepts as a serving name: lower-case letters, digits and `_`.
+SERVING_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,36}$")
+
+
+def check_serving_name(serving_name: str) -> str:
+    if not SERVING_NAME_PATTERN.fullmatch(serving_name):
+        raise ConfigurationError(
+            f"serving_name {serving_name!r} is not valid: use 1 to 36 lower-case letters, "
+            "digits or underscores (for example 'reviews_pt_1')."
+        )
+    return serving_name
+
+
+class Deployments:
+    """`client.deployments`: online deployments in the client's project or space."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def create(
+        self,
+        *,
+        model_id: str,
+        name: str,
+        serving_name: str | None = None,
+        description: str | None = None,
+        tags: Sequence[str] = (),
+        base_model_id: str | None = None,
+    ) -> Deployment:
+        """Deploy a stored (tuned) model. Returns at once; the state starts `initializing`."""
+        if serving_name is not None:
+            check_serving_name(serving_name)
+        request_tag = REQUEST_TAG_PREFIX + uuid.uuid4().hex
+        online: dict[str, Any] = (
+            {"parameters": {"serving_name": serving_name}} if serving_name else {}
+        )
+        body: dict[str, Any] = {
+            "name": name,
+            "online": online,
+            "asset": {"id": model_id},
+            "tags": [*tags, request_tag],
+        }
+        if description is not None:
+            body["description"] = description
+        if base_model_id is not None:
+            body["base_model_id"] = base_model_id
+
+        async def find_existing() -> Deployment | None:
+            found = await self.list(tag=request_tag)
+            return found[0] if found else None
+
+        return await self._transport.request_json(
+            "POST",
+            ep.DEPLOYMENT_CREATE,
+            json=body,
+            parse=Deployment.from_wire,
+            expect=frozenset({201, 202}),
+            find_existing=find_existing,
+            operation=f"Creating deployment {name!r}",
+        )
+
+    async def get(self, deployment_id: str) -> Deployment:
+        return await self._transport.request_json(
+            "GET",
+            ep.DEPLOYMENT,
+            path={"deployment_id": deployment_id},
+            parse=Deployment.from_wire,
+            operation=f"Reading deployment {deployment_id}",
+        )
+
+    async def list(
+        self, *, tag: str | None = None, serving_name: str | None = None
+    ) -> list[Deployment]:
+        return await list_all(
+            self._transport,
+            ep.DEPLOYMENTS,
+            Deployment.from_wire,
+            params={"tag.value": tag, "serving_name": serving_name},
+            operation="Listing deployments",
+        )
+
+    async def serving_name_available(self, serving_name: str) -> bool:
+        """Whether no deployment uses `serving_name` yet (the service answers 409 if taken)."""
+        check_serving_name(serving_name)
+        try:
+            await self._transport.request_no_content(
+                "GET",
+                ep.DEPLOYMENTS,
+                params={"serving_name": serving_name, "conflict": "true"},
+                expect=frozenset({200, 204}),
+                operation=f"Checking serving name {serving_name!r}",
+            )
+        except ConflictError:
+            return False
+        return True
+
+    async def delete(self, deployment_id: str) -> None:
+        await self._transport.request_no_content(
+            "DELETE",
+            ep.DEPLOYMENT,
+            path={"deployment_id": deployment_id},
+            operation=f"Deleting deployment {deployment_id}",
+        )

@@ -1,0 +1,187 @@
+"""Every error granite-tuner raises, in one tree.
+
+```
+GraniteTunerError
+├── ConfigurationError              settings or credentials are missing or malformed (fix the call)
+└── APIError                        talking to the service failed
+    ├── APIConnectionError          no usable answer: refused, TLS failure, connection dropped
+    │   └── APITimeoutError         no answer in time
+    ├── UnexpectedResponseError     a success status with a body we cannot read
+    └── APIStatusError              the service answered with an error status
+        ├── BadRequestError         400: the service rejected what was sent
+        ├── AuthenticationError     401, or the API-key exchange failed
+        ├── PermissionDeniedError   403
+        ├── NotFoundError           404
+        ├── ConflictError           409
+        ├── RateLimitError          429 after the retry budget (carries retry_after)
+        └── ServerError             5xx after the retry budget
+```
+
+Messages say what happened and what to do. Service error bodies
+(`{"trace": ..., "errors": [{"code", "message", "more_info"}]}`) are parsed into
+`ServiceErrorDetail` objects, never pasted raw, and every message passes through the secret
+redactor, so no API key or bearer token can reach a traceback or a log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from granite_tuner._secrets import redact
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "GraniteTunerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "ServiceErrorDetail",
+    "UnexpectedResponseError",
+]
+
+
+class ServiceErrorDetail(BaseModel):
+    """One entry of a watsonx error body's `errors[]`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    code: str | None = None
+    message: str
+    more_info: str | None = None
+    target: dict[str, Any] | None = None
+
+
+class GraniteTunerError(Exception):
+    """Base class of every error this package raises."""
+
+    def __init__(self, message: str) -> None:
+        self.message = redact(message)
+        super().__init__(self.message)
+
+
+class ConfigurationError(GraniteTunerError, ValueError):
+    """The caller's settings are missing or malformed; nothing was sent."""
+
+
+class APIError(GraniteTunerError):
+    """A request to the service failed.
+
+    `may_have_been_processed` tells whether the service may have acted on the request
+    even though we have no answer: true for dropped connections after sending, read
+    timeouts and 5xx answers. A create is never repeated blindly when it is true.
+    `retryable` is set by the transport, which knows the request; the retry policy reads it.
+    """
+
+    may_have_been_processed: bool = False
+    retryable: bool = False
+    retry_immediately: bool = False
+
+    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = redact(url) if url is not None else None
+
+
+class APIConnectionError(APIError):
+    """No usable answer arrived: connection refused or dropped, TLS failure, broken body."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        may_have_been_processed: bool = False,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.may_have_been_processed = may_have_been_processed
+        self.retryable = retryable
+
+
+class APITimeoutError(APIConnectionError):
+    """The service did not answer within the configured timeout."""
+
+
+class UnexpectedResponseError(APIError):
+    """The service answered with success but the body was not what the protocol promises."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.status_code = status_code
+
+
+class APIStatusError(APIError):
+    """The service answered with an error status.
+
+    Carries the status, the parsed `errors[]` and the `trace` id to quote to IBM support.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str | None = None,
+        url: str | None = None,
+        errors: tuple[ServiceErrorDetail, ...] = (),
+        trace: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.status_code = status_code
+        self.errors = errors
+        self.trace = trace
+        self.retry_after = retry_after
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The service's error codes, e.g. `("authentication_token_expired",)`."""
+        return tuple(e.code for e in self.errors if e.code)
+
+
+class BadRequestError(APIStatusError):
+    """400: the service rejected the request's content."""
+
+
+class AuthenticationError(APIStatusError):
+    """401, or the IAM API-key exchange was refused."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the credentials are valid but may not touch this project, space or object."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such object (or it was deleted)."""
+
+
+class ConflictError(APIStatusError):
+    """409: the object already exists or is in a state that forbids the request."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests, still after the retry budget."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the service failed, still after the retry budget."""
+
+    may_have_been_processed = True
