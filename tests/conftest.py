@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -12,13 +15,23 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_watsonx_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see only the settings they pass: a developer's WATSONX_* variables stay out."""
+def _isolated_environment() -> Iterator[None]:
+    """Each test sees only the settings it passes, and leaves the environment as it found it.
+
+    A developer's WATSONX_* variables stay out, and IBM's SDK (which writes
+    WX_CLIENT_VERIFY_REQUESTS into os.environ when it builds a client) cannot leak its
+    settings into the next test.
+    """
+    saved = dict(os.environ)
     for name in (
         "WATSONX_URL",
         "WATSONX_APIKEY",
         "WATSONX_TOKEN",
         "WATSONX_PROJECT_ID",
         "WATSONX_SPACE_ID",
+        "WX_CLIENT_VERIFY_REQUESTS",
     ):
-        monkeypatch.delenv(name, raising=False)
+        os.environ.pop(name, None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -8,6 +8,8 @@ async with WatsonxClient.from_env() as client:
 ```
 """
 
+import logging
+
 from granite_tuner._version import __version__
 from granite_tuner.backends.watsonx import (
     DataAsset,
@@ -28,7 +30,10 @@ from granite_tuner.errors import (
     BadRequestError,
     ConfigurationError,
     ConflictError,
+    DataProblem,
     GraniteTunerError,
+    InvalidDataError,
+    InvalidParametersError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -47,10 +52,13 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DataAsset",
+    "DataProblem",
     "Deployment",
     "FoundationModel",
     "GenerationResult",
     "GraniteTunerError",
+    "InvalidDataError",
+    "InvalidParametersError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -63,3 +71,6 @@ __all__ = [
     "WatsonxClient",
     "__version__",
 ]
+
+# A library does not configure logging; an application that wants our records adds a handler.
+logging.getLogger("granite_tuner").addHandler(logging.NullHandler())

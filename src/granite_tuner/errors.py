@@ -3,6 +3,8 @@
 ```
 GraniteTunerError
 ├── ConfigurationError              settings or credentials are missing or malformed (fix the call)
+├── InvalidDataError                training or evaluation data failed its checks (lists them)
+├── InvalidParametersError          a tuning or generation parameter is out of range (names it)
 └── APIError                        talking to the service failed
     ├── APIConnectionError          no usable answer: refused, TLS failure, connection dropped
     │   └── APITimeoutError         no answer in time
@@ -40,7 +42,10 @@ __all__ = [
     "BadRequestError",
     "ConfigurationError",
     "ConflictError",
+    "DataProblem",
     "GraniteTunerError",
+    "InvalidDataError",
+    "InvalidParametersError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -71,6 +76,44 @@ class GraniteTunerError(Exception):
 
 class ConfigurationError(GraniteTunerError, ValueError):
     """The caller's settings are missing or malformed; nothing was sent."""
+
+
+class InvalidDataError(GraniteTunerError, ValueError):
+    """Data failed its checks before anything was sent.
+
+    `problems` holds every problem found (up to a cap), each naming the file, line and field
+    where it could; the message shows the first few.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[DataProblem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class DataProblem(BaseModel):
+    """One thing wrong (or worth a warning) in a data set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    source: str | None = None
+    line: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.source or ""
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+class InvalidParametersError(GraniteTunerError, ValueError):
+    """A parameter is missing or out of range; `field` names it. Nothing was sent."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class APIError(GraniteTunerError):
