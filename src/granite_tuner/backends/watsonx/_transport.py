@@ -42,9 +42,16 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 
 @dataclass
-class _CallState:
-    """What one logical request has learned across its attempts."""
+class _Call:
+    """One logical request, and what it has learned across its attempts."""
 
+    method: str
+    url: str
+    query: dict[str, Any]
+    body: dict[str, Any] | None
+    expect: frozenset[int]
+    safe: bool
+    operation: str
     reauthenticated: bool = False
     may_exist: bool = False
 
@@ -75,6 +82,28 @@ class Transport:
         base = self.ml_url if endpoint.host == "ml" else self.platform_url
         return base + endpoint.format_path(**(path or {}))
 
+    def _prepare(
+        self,
+        method: str,
+        endpoint: Endpoint,
+        path: Mapping[str, str] | None,
+        params: Mapping[str, Any] | None,
+        json: dict[str, Any] | None,
+        expect: frozenset[int],
+        safe_to_repeat: bool | None,
+        operation: str,
+    ) -> _Call:
+        """Apply the endpoint's rules: host, `version`, and where the scope goes."""
+        return _Call(
+            method=method,
+            url=self.url_for(endpoint, path),
+            query=endpoint.query(self.scope, self.api_version, dict(params) if params else None),
+            body=endpoint.body(self.scope, json),
+            expect=expect,
+            safe=method in _SAFE_METHODS if safe_to_repeat is None else safe_to_repeat,
+            operation=operation,
+        )
+
     async def request_json(
         self,
         method: str,
@@ -90,14 +119,14 @@ class Transport:
         operation: str,
     ) -> T:
         """Send, retry as the policy allows, and parse the success body with `parse`."""
-        url = self.url_for(endpoint, path)
-        query = endpoint.query(self.scope, self.api_version, dict(params) if params else None)
-        body = endpoint.body(self.scope, json)
-        safe = method in _SAFE_METHODS if safe_to_repeat is None else safe_to_repeat
-        state = _CallState()
+        call = self._prepare(
+            method, endpoint, path, params, json, expect, safe_to_repeat, operation
+        )
+        # With a lookup, an ambiguous failure may be retried: the lookup runs first.
+        retry_ambiguous = call.safe or find_existing is not None
 
         async def attempt() -> T:
-            if state.may_exist and find_existing is not None:
+            if call.may_exist and find_existing is not None:
                 found = await find_existing()
                 if found is not None:
                     logger.info(
@@ -105,24 +134,15 @@ class Transport:
                     )
                     return found
             try:
-                response = await self._send(
-                    method,
-                    url,
-                    query,
-                    body,
-                    expect,
-                    state,
-                    safe or find_existing is not None,
-                    operation,
-                )
+                response = await self._send(call, retry_ambiguous=retry_ambiguous)
                 return read_json(response, parse, operation=operation)
             except APIError as exc:
                 if isinstance(exc, UnexpectedResponseError):
                     # A success status with a broken body: the server did act.
                     exc.may_have_been_processed = True
-                    exc.retryable = safe or find_existing is not None
-                if exc.may_have_been_processed and not safe:
-                    state.may_exist = True
+                    exc.retryable = retry_ambiguous
+                if exc.may_have_been_processed and not call.safe:
+                    call.may_exist = True
                 raise
 
         return await run_with_retries(self.retry, attempt, description=operation)
@@ -140,60 +160,50 @@ class Transport:
         operation: str,
     ) -> None:
         """Send a request whose answer carries nothing we need (deletes, completions)."""
-        url = self.url_for(endpoint, path)
-        query = endpoint.query(self.scope, self.api_version, dict(params) if params else None)
-        body = endpoint.body(self.scope, json)
-        safe = method in _SAFE_METHODS if safe_to_repeat is None else safe_to_repeat
-        state = _CallState()
+        call = self._prepare(
+            method, endpoint, path, params, json, expect, safe_to_repeat, operation
+        )
 
         async def attempt() -> None:
             try:
-                await self._send(method, url, query, body, expect, state, safe, operation)
+                await self._send(call, retry_ambiguous=call.safe)
             except NotFoundError:
                 # A DELETE whose earlier attempt may have landed: gone is what we wanted.
-                if method == "DELETE" and state.may_exist:
+                if method == "DELETE" and call.may_exist:
                     return
                 raise
             except APIError as exc:
                 if exc.may_have_been_processed:
-                    state.may_exist = True
+                    call.may_exist = True
                 raise
 
         await run_with_retries(self.retry, attempt, description=operation)
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        query: dict[str, Any],
-        body: dict[str, Any] | None,
-        expect: frozenset[int],
-        state: _CallState,
-        safe: bool,
-        operation: str,
-    ) -> httpx.Response:
+    async def _send(self, call: _Call, *, retry_ambiguous: bool) -> httpx.Response:
         """One HTTP exchange; any failure comes out as a typed APIError."""
         token = await self.auth.token()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         started = time.perf_counter()
         try:
             response = await self.http.request(
-                method, url, params=query, json=body, headers=headers
+                call.method, call.url, params=call.query, json=call.body, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise classify_transport_error(exc, method, url, safe_to_repeat=safe) from None
+            raise classify_transport_error(
+                exc, call.method, call.url, safe_to_repeat=retry_ambiguous
+            ) from None
         elapsed = time.perf_counter() - started
-        logger.debug("%s %s -> %d (%.3f s)", method, url, response.status_code, elapsed)
-        if response.status_code in expect:
+        logger.debug("%s %s -> %d (%.3f s)", call.method, call.url, response.status_code, elapsed)
+        if response.status_code in call.expect:
             return response
         error = status_error(
             response,
-            operation=operation,
+            operation=call.operation,
             retry_statuses=self.retry.retry_statuses,
-            safe_to_repeat=safe,
+            safe_to_repeat=retry_ambiguous,
         )
-        if response.status_code == 401 and not state.reauthenticated:
-            state.reauthenticated = True
+        if response.status_code == 401 and not call.reauthenticated:
+            call.reauthenticated = True
             if await self.auth.invalidate(token):
                 error.retryable = True
                 error.retry_immediately = True
