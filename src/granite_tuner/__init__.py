@@ -21,6 +21,7 @@ from granite_tuner.backends.watsonx import (
     TrainingMetric,
     WatsonxClient,
 )
+from granite_tuner.data import Example, LabelledSet, aload_examples, load_examples
 from granite_tuner.errors import (
     APIConnectionError,
     APIError,
@@ -41,8 +42,10 @@ from granite_tuner.errors import (
     ServiceErrorDetail,
     UnexpectedResponseError,
 )
+from granite_tuner.parameters import TASK_IDS, PromptTuningParameters, TaskId
 
 __all__ = [
+    "TASK_IDS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -54,22 +57,28 @@ __all__ = [
     "DataAsset",
     "DataProblem",
     "Deployment",
+    "Example",
     "FoundationModel",
     "GenerationResult",
     "GraniteTunerError",
     "InvalidDataError",
     "InvalidParametersError",
+    "LabelledSet",
     "NotFoundError",
     "PermissionDeniedError",
+    "PromptTuningParameters",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
     "ServiceErrorDetail",
+    "TaskId",
     "Training",
     "TrainingMetric",
     "UnexpectedResponseError",
     "WatsonxClient",
     "__version__",
+    "aload_examples",
+    "load_examples",
 ]
 
 # A library does not configure logging; an application that wants our records adds a handler.
