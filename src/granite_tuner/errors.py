@@ -5,6 +5,10 @@ GraniteTunerError
 ├── ConfigurationError              settings or credentials are missing or malformed (fix the call)
 ├── InvalidDataError                training or evaluation data failed its checks (lists them)
 ├── InvalidParametersError          a tuning or generation parameter is out of range (names it)
+├── TuningError                     a tuning run did not give a model
+│   ├── TuningFailedError           the run ended failed or canceled (carries the service's message)
+│   ├── TuningTimeoutError          the caller's timeout passed first (the run goes on)
+│   └── RunNotFoundError            no run with that id or name to attach to
 └── APIError                        talking to the service failed
     ├── APIConnectionError          no usable answer: refused, TLS failure, connection dropped
     │   └── APITimeoutError         no answer in time
@@ -49,8 +53,12 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RunNotFoundError",
     "ServerError",
     "ServiceErrorDetail",
+    "TuningError",
+    "TuningFailedError",
+    "TuningTimeoutError",
     "UnexpectedResponseError",
 ]
 
@@ -114,6 +122,31 @@ class InvalidParametersError(GraniteTunerError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class TuningError(GraniteTunerError):
+    """A tuning run did not give a model; `run_id` says which run, when there is one."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class TuningFailedError(TuningError):
+    """The run ended `failed` or `canceled`. `result` holds everything known about it."""
+
+    def __init__(self, message: str, *, run_id: str, result: Any = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.result = result
+
+
+class TuningTimeoutError(TuningError, TimeoutError):
+    """The caller's timeout passed before the run finished. The run itself goes on (unless
+    cancelling was asked for): attach to it again later with its `run_id`."""
+
+
+class RunNotFoundError(TuningError, LookupError):
+    """There is no tuning run with the given id or name."""
 
 
 class APIError(GraniteTunerError):

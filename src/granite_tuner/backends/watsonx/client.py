@@ -22,6 +22,7 @@ from granite_tuner.backends.watsonx.deployments import Deployments
 from granite_tuner.backends.watsonx.foundation_models import FoundationModels
 from granite_tuner.backends.watsonx.generation import Generation
 from granite_tuner.backends.watsonx.trainings import Trainings
+from granite_tuner.backends.watsonx.tuning import WatsonxTuningMixin
 from granite_tuner.errors import ConfigurationError
 
 __all__ = ["WatsonxClient"]
@@ -44,7 +45,7 @@ def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
     return verify
 
 
-class WatsonxClient:
+class WatsonxClient(WatsonxTuningMixin):
     """An async client for watsonx.ai: credentials, scope, retries and the REST resources.
 
     ```python

@@ -1,0 +1,81 @@
+"""The learning-curve PNG: loss per epoch, and loss over time. Works outside Jupyter.
+
+matplotlib is an optional extra (`granite-tuner[plot]`); it is imported only here, with the
+non-interactive Agg backend, so no display is needed and nothing global is changed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from granite_tuner.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from granite_tuner.runs import TuningResult
+
+__all__ = ["learning_curve_figure", "save_learning_curve"]
+
+
+def learning_curve_figure(result: TuningResult) -> Figure:
+    """A figure with two panels: mean loss per epoch, and every logged loss over time."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - the extra is installed in every test run
+        raise ConfigurationError(
+            "Plotting needs matplotlib: pip install 'granite-tuner[plot]'."
+        ) from None
+
+    losses = result.loss_per_epoch
+    if not losses:
+        raise ConfigurationError(
+            f"Run {result.run_id} has no loss values yet, so there is no curve to draw."
+        )
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    per_epoch, over_time = figure.subplots(1, 2)
+    epochs = list(range(1, len(losses) + 1))
+    per_epoch.plot(epochs, losses, marker="o", label="mean loss")
+    per_epoch.set_xlabel("epoch")
+    per_epoch.set_ylabel("loss")
+    per_epoch.set_title("Loss per epoch")
+    per_epoch.set_xticks(epochs)
+    per_epoch.grid(alpha=0.3)
+
+    timed = [(p.timestamp, p.loss) for p in result.metrics if p.timestamp and p.loss is not None]
+    if timed:
+        start = timed[0][0]
+        seconds = [(t - start).total_seconds() for t, _ in timed]
+        over_time.plot(seconds, [loss for _, loss in timed], marker=".", linewidth=1)
+        over_time.set_xlabel("seconds since the first logged step")
+    else:
+        steps = [p.loss for p in result.metrics if p.loss is not None]
+        over_time.plot(range(1, len(steps) + 1), steps, marker=".", linewidth=1)
+        over_time.set_xlabel("logged step")
+    over_time.set_ylabel("loss")
+    over_time.set_title("Loss over time")
+    over_time.grid(alpha=0.3)
+    title = f"Prompt tuning {result.name or result.run_id}"
+    if result.base_model:
+        title += f" of {result.base_model}"
+    figure.suptitle(title)
+    return figure
+
+
+def save_learning_curve(result: TuningResult, path: Path) -> Path:
+    """Write the figure as PNG atomically: a reader never sees half a file."""
+    figure = learning_curve_figure(result)
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=100)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

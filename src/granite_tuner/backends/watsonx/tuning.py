@@ -1,0 +1,120 @@
+"""The watsonx.ai side of the tuning seam: `WatsonxClient` as a `TuningBackend`.
+
+Maps the workflow's steps onto the REST resources — training data becomes a data asset
+(re-used when an identical file was uploaded before), a run becomes a prompt-tuning
+training — and the service's objects onto the package's own `TuningRun`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from granite_tuner._secrets import get_logger
+from granite_tuner.backends.base import BaseModelInfo
+from granite_tuner.backends.watsonx.models import Training
+from granite_tuner.data import LabelledSet
+from granite_tuner.parameters import PromptTuningParameters
+from granite_tuner.runs import MetricPoint, TuningRun
+
+if TYPE_CHECKING:
+    from granite_tuner.backends.watsonx.assets import Assets
+    from granite_tuner.backends.watsonx.foundation_models import FoundationModels
+    from granite_tuner.backends.watsonx.trainings import Trainings
+
+__all__ = ["WatsonxTuningMixin", "training_to_run"]
+
+logger = get_logger("granite_tuner.watsonx")
+
+_NOT_PARAMETERS = frozenset({"base_model", "task_id", "tuning_type"})
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def training_to_run(training: Training) -> TuningRun:
+    """The package's view of a watsonx.ai training."""
+    failure = "; ".join(f"{e.code}: {e.message}" if e.code else e.message for e in training.failure)
+    finished_at = training.completed_at
+    if finished_at is None and training.is_finished:
+        finished_at = training.modified_at
+    return TuningRun(
+        id=training.id,
+        name=training.name,
+        state=training.state,
+        base_model=training.base_model,
+        task_id=training.task_id,
+        model_id=training.model_id,
+        parameters={k: v for k, v in training.prompt_tuning.items() if k not in _NOT_PARAMETERS},
+        created_at=training.created_at,
+        started_at=training.running_at,
+        finished_at=finished_at,
+        metrics=tuple(
+            MetricPoint(iteration=m.iteration, epoch=m.epoch, loss=m.loss, timestamp=m.timestamp)
+            for m in training.metrics
+        ),
+        message=training.message,
+        failure_message=failure or None,
+    )
+
+
+class WatsonxTuningMixin:
+    """The `TuningBackend` methods of `WatsonxClient`, built on its REST resources."""
+
+    assets: Assets
+    trainings: Trainings
+    foundation_models: FoundationModels
+
+    @property
+    def backend_name(self) -> Literal["watsonx"]:
+        return "watsonx"
+
+    async def tunable_models(self) -> list[BaseModelInfo]:
+        models = await self.foundation_models.list(prompt_tunable=True)
+        return [
+            BaseModelInfo(model_id=m.model_id, lifecycle_state=m.lifecycle_state, label=m.label)
+            for m in models
+        ]
+
+    async def upload_training_data(self, data: LabelledSet, *, name: str) -> str:
+        """Upload as JSONL. The asset name carries the content hash, so an identical set
+        uploaded before (by this or another run) is found and re-used instead."""
+        stem = _UNSAFE_NAME_CHARACTERS.sub("-", name).strip("-")[:60] or "training-data"
+        asset_name = f"{stem}-{data.content_hash()[:16]}.jsonl"
+        for existing in await self.assets.find_by_name(asset_name):
+            if existing.attachments:
+                logger.info("Re-using data asset %s (%s): same content", existing.id, asset_name)
+                return existing.id
+        asset = await self.assets.upload(data.to_jsonl(), name=asset_name, file_name=asset_name)
+        return asset.id
+
+    async def delete_training_data(self, data_ref: str) -> None:
+        await self.assets.delete(data_ref)
+
+    async def start_tuning(
+        self, *, name: str, base_model: str, data_ref: str, parameters: PromptTuningParameters
+    ) -> TuningRun:
+        if parameters.num_virtual_tokens is not None:
+            logger.warning("watsonx.ai chooses the number of virtual tokens; ignoring %d",
+                           parameters.num_virtual_tokens)  # fmt: skip
+        training = await self.trainings.create(
+            name=name,
+            base_model=base_model,
+            task_id=parameters.task_id,
+            data_asset_id=data_ref,
+            parameters=parameters.to_watsonx(),
+        )
+        return training_to_run(training)
+
+    async def get_tuning_run(self, run_id: str) -> TuningRun:
+        return training_to_run(await self.trainings.get(run_id))
+
+    async def find_tuning_runs(self, name: str) -> list[TuningRun]:
+        runs = [training_to_run(t) for t in await self.trainings.list() if t.name == name]
+        return sorted(
+            runs, key=lambda r: r.created_at.timestamp() if r.created_at else 0.0, reverse=True
+        )
+
+    async def cancel_tuning_run(self, run_id: str) -> None:
+        await self.trainings.cancel(run_id)
+
+    async def delete_tuning_run(self, run_id: str) -> None:
+        await self.trainings.delete(run_id)

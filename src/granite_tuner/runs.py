@@ -1,0 +1,163 @@
+"""What a tuning run looks like to the rest of the package, whichever backend runs it.
+
+A backend reports a run as a `TuningRun` snapshot (state, timestamps, metric points). The
+`Tuner` turns the last snapshot into a `TuningResult`: the run, its parameters, and the loss
+per epoch computed the way IBM's SDK computes it — consecutive metric points of one epoch
+averaged — so the numbers here and in IBM's `summary()` agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from statistics import fmean
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "FINISHED_STATES",
+    "KNOWN_STATES",
+    "MetricPoint",
+    "TuningResult",
+    "TuningRun",
+    "epoch_groups",
+    "loss_per_epoch",
+]
+
+#: States after which a run changes no more.
+FINISHED_STATES = frozenset({"completed", "failed", "canceled", "error"})
+#: Every state the protocol documents; anything else is treated as "still going".
+KNOWN_STATES = frozenset({"queued", "pending", "running", "storing"}) | FINISHED_STATES
+
+
+class MetricPoint(BaseModel):
+    """One logged training step: which iteration and epoch, and the loss then."""
+
+    model_config = ConfigDict(frozen=True)
+
+    iteration: int | None = None
+    epoch: int | None = None
+    loss: float | None = None
+    timestamp: datetime | None = None
+
+
+class TuningRun(BaseModel):
+    """A backend's snapshot of one tuning run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str | None = None
+    state: str
+    base_model: str | None = None
+    task_id: str | None = None
+    model_id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metrics: tuple[MetricPoint, ...] = ()
+    message: str | None = None
+    failure_message: str | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+def epoch_groups(points: Sequence[MetricPoint]) -> list[tuple[int, list[MetricPoint]]]:
+    """Consecutive points with the same epoch, in order (points without a loss are skipped)."""
+    groups: list[tuple[int, list[MetricPoint]]] = []
+    for point in points:
+        if point.loss is None or point.epoch is None:
+            continue
+        if groups and groups[-1][0] == point.epoch:
+            groups[-1][1].append(point)
+        else:
+            groups.append((point.epoch, [point]))
+    return groups
+
+
+def loss_per_epoch(points: Sequence[MetricPoint]) -> list[float]:
+    """Mean loss of each epoch, as IBM's SDK computes it for `summary()` and its plots."""
+    return [fmean(p.loss for p in group if p.loss is not None) for _, group in epoch_groups(points)]
+
+
+class TuningResult(BaseModel):
+    """Everything known about a finished (or last seen) tuning run. Round-trips through JSON."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    name: str | None = None
+    backend: Literal["watsonx", "local"]
+    state: str
+    model_id: str | None = None
+    base_model: str | None = None
+    task_id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data_ref: str | None = Field(default=None, description="The uploaded training data's id.")
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metrics: tuple[MetricPoint, ...] = ()
+    failure_message: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_run(
+        cls,
+        run: TuningRun,
+        *,
+        backend: Literal["watsonx", "local"],
+        data_ref: str | None = None,
+        warnings: Sequence[str] = (),
+    ) -> TuningResult:
+        return cls(
+            run_id=run.id,
+            name=run.name,
+            backend=backend,
+            state=run.state,
+            model_id=run.model_id,
+            base_model=run.base_model,
+            task_id=run.task_id,
+            parameters=run.parameters,
+            data_ref=data_ref,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            metrics=run.metrics,
+            failure_message=run.failure_message,
+            warnings=tuple(warnings),
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "completed"
+
+    @property
+    def loss_per_epoch(self) -> list[float]:
+        """Mean loss of each epoch, in order."""
+        return loss_per_epoch(self.metrics)
+
+    @property
+    def final_loss(self) -> float | None:
+        """Mean loss of the last epoch: the `loss` column of IBM's `summary()`."""
+        losses = self.loss_per_epoch
+        return losses[-1] if losses else None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from start (or creation) to finish, when both are known."""
+        start = self.started_at or self.created_at
+        if start is None or self.finished_at is None:
+            return None
+        return (self.finished_at - start).total_seconds()
+
+    def plot_learning_curve(self, path: str | Path) -> Path:
+        """Write a PNG with the loss per epoch and the loss over time; works outside Jupyter."""
+        from granite_tuner._plotting import save_learning_curve
+
+        return save_learning_curve(self, Path(path))

@@ -1,0 +1,463 @@
+"""`Tuner`: check the data, upload it, prompt-tune, and wait for the run — reliably.
+
+```python
+result = await Tuner(client, base_model="ibm/granite-13b-instruct-v2",
+                     training_data="train.jsonl", parameters={"num_epochs": 20}).run()
+```
+
+What "reliably" means here:
+
+- every check (data, parameters, base model) runs before anything is uploaded or started;
+- a run is created once per `Tuner`, even when the create answer is lost (the client looks
+  it up by a request tag before it would ever send the create again);
+- the wait survives network faults: each status read is retried by the client, and if even
+  that fails the wait goes on at the next poll; only the caller's `timeout` ends it early;
+- the poll interval starts short and grows to a cap, and resets when the state changes;
+- cancelling the awaiting task cancels the remote run only when `cancel_on_exit` asks for it;
+- a restarted program re-attaches with `Tuner.attach(client, run_id=...)` (or `name=`), or
+  by passing `resume=True` with the same `name`.
+
+Progress comes as typed events (`granite_tuner.events`): to an `on_event` callback, or by
+iterating `tuner.events()`, which drives the run itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import anyio
+
+from granite_tuner._secrets import get_logger
+from granite_tuner.backends.base import TuningBackend
+from granite_tuner.data import LabelledSet, aload_examples
+from granite_tuner.errors import (
+    APIConnectionError,
+    ConfigurationError,
+    InvalidParametersError,
+    RateLimitError,
+    RunNotFoundError,
+    ServerError,
+    TuningFailedError,
+    TuningTimeoutError,
+    UnexpectedResponseError,
+)
+from granite_tuner.events import (
+    EpochCompleted,
+    RunFinished,
+    RunSubmitted,
+    StateChanged,
+    StepLogged,
+    TuningEvent,
+)
+from granite_tuner.parameters import PromptTuningParameters
+from granite_tuner.runs import KNOWN_STATES, TuningResult, TuningRun, epoch_groups
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Tuner"]
+
+logger = get_logger("granite_tuner.tuner")
+
+TrainingData: TypeAlias = (
+    "LabelledSet | str | os.PathLike[str] | Sequence[Mapping[str, Any]] | pd.DataFrame"
+)
+EventCallback = Callable[[TuningEvent], Awaitable[None] | None]
+
+# Failures of a status read that say nothing about the run: wait and read again.
+_TRANSIENT = (APIConnectionError, ServerError, RateLimitError, UnexpectedResponseError)
+_CANCEL_GRACE_SECONDS = 30.0
+
+
+class Tuner:
+    """One prompt-tuning run on a backend (`WatsonxClient`, or the local backend).
+
+    Args:
+        client: the backend to tune on.
+        base_model: the model to tune, e.g. `ibm/granite-13b-instruct-v2`; checked against the
+            backend's live list of tunable models.
+        training_data: a path (JSONL, JSON array, CSV), a list of `{"input", "output"}` dicts,
+            a pandas DataFrame or a `LabelledSet`; checked completely before upload.
+        task: the task id (`classification`, `generation`, ...).
+        parameters: `PromptTuningParameters` or a dict of them; left-out values are the
+            backend's defaults.
+        name: the run's name; generated when not given. With `resume=True`, an existing run of
+            this name is waited for instead of starting another.
+        timeout: seconds to wait for the run before `TuningTimeoutError`; None waits forever.
+        poll_interval: (first, largest) seconds between status reads.
+        cancel_on_exit: cancel the remote run when the awaiting task is cancelled.
+        on_event: called with each `TuningEvent` (a plain or an async function).
+    """
+
+    def __init__(
+        self,
+        client: TuningBackend,
+        *,
+        base_model: str | None = None,
+        training_data: TrainingData | None = None,
+        task: str | None = None,
+        parameters: PromptTuningParameters | Mapping[str, Any] | None = None,
+        name: str | None = None,
+        resume: bool = False,
+        timeout: float | None = None,
+        poll_interval: tuple[float, float] = (2.0, 60.0),
+        cancel_on_exit: bool = False,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        if not isinstance(client, TuningBackend):
+            raise ConfigurationError(
+                "client must be a tuning backend such as WatsonxClient, "
+                f"got {type(client).__name__}."
+            )
+        self.client = client
+        self.parameters = _parameters(parameters, task)
+        self.base_model = base_model
+        self.training_data = training_data
+        self.name = name or _generated_name(self.parameters.task_id)
+        self.resume = resume
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds, got {timeout}."
+            )
+        self.timeout = timeout
+        first, largest = poll_interval
+        if not 0 < first <= largest:
+            raise ConfigurationError(
+                "poll_interval must be (first, largest) with 0 < first <= largest, "
+                f"got {poll_interval}."
+            )
+        self.poll_interval = (float(first), float(largest))
+        self.cancel_on_exit = cancel_on_exit
+        self.on_event = on_event
+        #: The run's id once submitted or attached.
+        self.run_id: str | None = None
+        #: The id of the uploaded training data, once uploaded.
+        self.data_ref: str | None = None
+        #: Non-fatal findings: data warnings, base-model lifecycle notes.
+        self.warnings: list[str] = []
+        #: The last snapshot of the run.
+        self.last_run: TuningRun | None = None
+        self._attach_by_name: str | None = None
+
+    @classmethod
+    def attach(
+        cls,
+        client: TuningBackend,
+        *,
+        run_id: str | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> Tuner:
+        """A `Tuner` for a run that already exists, found by id or by name (the newest)."""
+        if (run_id is None) == (name is None):
+            raise ConfigurationError("Tuner.attach needs exactly one of run_id= or name=.")
+        tuner = cls(client, name=name, **options)
+        tuner.run_id = run_id
+        tuner._attach_by_name = name
+        return tuner
+
+    def __repr__(self) -> str:
+        return f"Tuner(name={self.name!r}, base_model={self.base_model!r}, run_id={self.run_id!r})"
+
+    async def run(self) -> TuningResult:
+        """Check, upload, start (unless attached) and wait; the completed run's result.
+
+        Raises `TuningFailedError` if the run fails or is canceled, `TuningTimeoutError` if
+        `timeout` passes first (the run goes on).
+        """
+        result: TuningResult | None = None
+        async with aclosing(self.events()) as events:
+            async for event in events:
+                if isinstance(event, RunFinished):
+                    result = self._result()
+        assert result is not None  # events() ends with RunFinished or raises
+        return result
+
+    async def wait(self) -> TuningResult:
+        """Wait for an attached or submitted run; the same as `run()` once a run exists."""
+        if self.run_id is None and self._attach_by_name is None:
+            raise ConfigurationError("Nothing to wait for: call run() or Tuner.attach() first.")
+        return await self.run()
+
+    async def submit(self) -> str:
+        """Check everything, upload the data and start the run; returns the run id."""
+        if self.run_id is not None:
+            return self.run_id
+        await self._prepare_and_start()
+        assert self.run_id is not None
+        return self.run_id
+
+    async def events(self) -> AsyncGenerator[TuningEvent, None]:
+        """Drive the run and yield its events until it finishes.
+
+        The last event is `RunFinished`; for a failed or canceled run, `TuningFailedError`
+        is raised after it.
+        """
+        deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
+        try:
+            submitted: RunSubmitted | None = None
+            if self.run_id is None:
+                submitted = await self._resolve_existing() or await self._prepare_and_start()
+            elif self.last_run is None:
+                submitted = RunSubmitted(run_id=self.run_id, name=self.name, attached=True)
+            if submitted is not None:
+                await self._emit(submitted)
+                yield submitted
+            async for event in self._poll(deadline):
+                await self._emit(event)
+                yield event
+        except anyio.get_cancelled_exc_class():
+            if self.cancel_on_exit and self.run_id is not None:
+                await self._cancel_remote(self.run_id)
+            raise
+        result = self._result()
+        if not result.succeeded:
+            raise TuningFailedError(
+                f"Tuning run {result.run_id} ended {result.state}: "
+                f"{result.failure_message or 'the service gave no reason'}.",
+                run_id=result.run_id,
+                result=result,
+            )
+
+    async def cancel(self) -> None:
+        """Cancel the remote run (it stays listed, as canceled)."""
+        if self.run_id is None:
+            raise ConfigurationError("There is no run to cancel yet.")
+        await self.client.cancel_tuning_run(self.run_id)
+
+    async def delete(self, *, training_data: bool = True) -> None:
+        """Delete the run and, unless told otherwise, the training data this Tuner uploaded."""
+        if self.run_id is not None:
+            await self.client.delete_tuning_run(self.run_id)
+        if training_data and self.data_ref is not None:
+            await self.client.delete_training_data(self.data_ref)
+
+    # --- steps -------------------------------------------------------------------------------
+
+    async def _resolve_existing(self) -> RunSubmitted | None:
+        """Attach by name: explicitly (`attach(name=)`) or with `resume=True`."""
+        if self._attach_by_name is None and not self.resume:
+            return None
+        runs = await self.client.find_tuning_runs(self.name)
+        if self.resume and self._attach_by_name is None:
+            runs = [r for r in runs if r.state not in ("failed", "canceled", "error")]
+        if not runs:
+            if self._attach_by_name is not None:
+                raise RunNotFoundError(f"There is no tuning run named {self.name!r} to attach to.")
+            return None
+        if len(runs) > 1:
+            logger.warning(
+                "%d runs are named %r; attaching to the newest, %s",
+                len(runs),
+                self.name,
+                runs[0].id,
+            )
+        self.run_id = runs[0].id
+        logger.info("Attached to tuning run %s (%s)", self.run_id, runs[0].state)
+        return RunSubmitted(
+            run_id=self.run_id, name=self.name, base_model=runs[0].base_model, attached=True
+        )
+
+    async def _prepare_and_start(self) -> RunSubmitted:
+        if self.base_model is None:
+            raise InvalidParametersError(
+                "base_model is required to start a run.", field="base_model"
+            )
+        if self.training_data is None:
+            raise ConfigurationError("training_data is required to start a run.")
+        data = await self._load_training_data()
+        await self._check_base_model(self.base_model)
+        self.data_ref = await self.client.upload_training_data(data, name=self.name)
+        run = await self.client.start_tuning(
+            name=self.name,
+            base_model=self.base_model,
+            data_ref=self.data_ref,
+            parameters=self.parameters,
+        )
+        self.run_id = run.id
+        logger.info("Started tuning run %s (%s) of %s", run.id, self.name, self.base_model)
+        return RunSubmitted(run_id=run.id, name=self.name, base_model=self.base_model)
+
+    async def _load_training_data(self) -> LabelledSet:
+        source: Any = self.training_data
+        if isinstance(source, LabelledSet):
+            data = source
+        else:
+            data = await aload_examples(
+                source,
+                purpose="training",
+                task_id=self.parameters.task_id,
+                max_input_tokens=self.parameters.max_input_tokens,
+            )
+        self.warnings.extend(str(w) for w in data.warnings)
+        return data
+
+    async def _check_base_model(self, base_model: str) -> None:
+        models = await self.client.tunable_models()
+        found = next((m for m in models if m.model_id == base_model), None)
+        if found is None:
+            choices = ", ".join(sorted(m.model_id for m in models)) or "none"
+            raise InvalidParametersError(
+                f"base_model={base_model!r} cannot be prompt-tuned here. "
+                f"Tunable models: {choices}.",
+                field="base_model",
+            )
+        if found.lifecycle_state in ("deprecated", "constricted"):
+            note = f"{base_model} is {found.lifecycle_state}; plan to move to another base model."
+            logger.warning(note)
+            self.warnings.append(note)
+
+    async def _poll(self, deadline: float) -> AsyncIterator[TuningEvent]:
+        """Read the run until it finishes, yielding what changed since the last read."""
+        assert self.run_id is not None
+        run_id = self.run_id
+        first, largest = self.poll_interval
+        interval = first
+        unknown_states_logged: set[str] = set()
+        previous = self.last_run
+        while True:
+            run = await self._read(run_id, deadline)
+            if run is not None:
+                for event in self._changes(previous, run, unknown_states_logged):
+                    yield event
+                if previous is None or run.state != previous.state:
+                    interval = first
+                previous = self.last_run = run
+                if run.is_finished:
+                    result = self._result()
+                    yield RunFinished(
+                        run_id=run_id,
+                        state=run.state,
+                        final_loss=result.final_loss,
+                        model_id=run.model_id,
+                    )
+                    return
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                self._timed_out(run_id)
+            await anyio.sleep(min(interval, remaining))
+            interval = min(interval * 1.5, largest)
+
+    async def _read(self, run_id: str, deadline: float) -> TuningRun | None:
+        """One status read within the deadline; None when it failed in a passing way."""
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            self._timed_out(run_id)
+        with anyio.move_on_after(remaining) as scope:
+            try:
+                return await self.client.get_tuning_run(run_id)
+            except _TRANSIENT as exc:
+                logger.warning(
+                    "Reading run %s failed (%s); trying again at the next poll", run_id, exc
+                )
+                return None
+        if scope.cancelled_caught:
+            self._timed_out(run_id)
+        return None
+
+    def _timed_out(self, run_id: str) -> None:
+        state = self.last_run.state if self.last_run else "unknown"
+        raise TuningTimeoutError(
+            f"Tuning run {run_id} did not finish within {self.timeout} s (last state: {state}). "
+            f"It goes on; wait again with Tuner.attach(client, run_id={run_id!r}).",
+            run_id=run_id,
+        )
+
+    def _changes(
+        self, previous: TuningRun | None, run: TuningRun, unknown_states_logged: set[str]
+    ) -> list[TuningEvent]:
+        """The events between two snapshots: state change, new steps, finished epochs."""
+        events: list[TuningEvent] = []
+        if previous is None or run.state != previous.state:
+            if run.state not in KNOWN_STATES and run.state not in unknown_states_logged:
+                unknown_states_logged.add(run.state)
+                logger.warning(
+                    "Run %s is in state %r, unknown to this version; waiting on", run.id, run.state
+                )
+            events.append(
+                StateChanged(
+                    run_id=run.id,
+                    previous=previous.state if previous else None,
+                    state=run.state,
+                    message=run.message,
+                )
+            )
+        seen_points = len(previous.metrics) if previous else 0
+        for point in run.metrics[seen_points:]:
+            events.append(
+                StepLogged(
+                    run_id=run.id, iteration=point.iteration, epoch=point.epoch, loss=point.loss
+                )
+            )
+        # An epoch is complete once a later epoch has started, or the run has finished.
+        old_groups = epoch_groups(previous.metrics) if previous else []
+        old_complete = (
+            len(old_groups) if previous and previous.is_finished else max(len(old_groups) - 1, 0)
+        )
+        new_groups = epoch_groups(run.metrics)
+        new_complete = len(new_groups) if run.is_finished else max(len(new_groups) - 1, 0)
+        num_epochs = run.parameters.get("num_epochs")
+        for epoch, points in new_groups[old_complete:new_complete]:
+            losses = [p.loss for p in points if p.loss is not None]
+            events.append(
+                EpochCompleted(
+                    run_id=run.id,
+                    epoch=epoch,
+                    mean_loss=sum(losses) / len(losses),
+                    num_epochs=num_epochs if isinstance(num_epochs, int) else None,
+                )
+            )
+        return events
+
+    def _result(self) -> TuningResult:
+        assert self.last_run is not None
+        return TuningResult.from_run(
+            self.last_run,
+            backend=self.client.backend_name,
+            data_ref=self.data_ref,
+            warnings=self.warnings,
+        )
+
+    async def _emit(self, event: TuningEvent) -> None:
+        if self.on_event is None:
+            return
+        outcome = self.on_event(event)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    async def _cancel_remote(self, run_id: str) -> None:
+        """Cancel the remote run even though our own task is being cancelled."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_GRACE_SECONDS):
+            try:
+                await self.client.cancel_tuning_run(run_id)
+                logger.info("Canceled tuning run %s", run_id)
+            except Exception as exc:
+                logger.warning("Could not cancel tuning run %s: %s", run_id, exc)
+
+
+def _parameters(
+    parameters: PromptTuningParameters | Mapping[str, Any] | None, task: str | None
+) -> PromptTuningParameters:
+    if parameters is None:
+        parameters = PromptTuningParameters.model_validate({"task_id": task} if task else {})
+    elif not isinstance(parameters, PromptTuningParameters):
+        values = dict(parameters)
+        if task is not None:
+            values.setdefault("task_id", task)
+        parameters = PromptTuningParameters.model_validate(values)
+    if task is not None and parameters.task_id != task:
+        raise InvalidParametersError(
+            f"task={task!r} disagrees with parameters.task_id={parameters.task_id!r}; give one.",
+            field="task_id",
+        )
+    return parameters
+
+
+def _generated_name(task_id: str) -> str:
+    return f"granite-tuner-{task_id}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
