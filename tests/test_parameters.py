@@ -194,7 +194,7 @@ def test_several_problems_are_reported_together() -> None:
     error = rejected(BUILDERS["model_validate"], {"num_epochs": 0, "batch_size": 99, "foo": 1})
     assert error.field == "num_epochs"
     message = str(error)
-    assert message.startswith("3 invalid tuning parameters:")
+    assert message.startswith("3 invalid prompt-tuning parameters:")
     assert "num_epochs=0" in message
     assert "batch_size=99" in message
     assert "'foo'" in message

@@ -11,17 +11,9 @@ async with WatsonxClient.from_env() as client:
 import logging
 
 from granite_tuner._version import __version__
-from granite_tuner.backends.watsonx import (
-    DataAsset,
-    Deployment,
-    FoundationModel,
-    GenerationResult,
-    RetryPolicy,
-    Training,
-    TrainingMetric,
-    WatsonxClient,
-)
+from granite_tuner.backends.watsonx import RetryPolicy, WatsonxClient
 from granite_tuner.data import Example, LabelledSet, aload_examples, load_examples
+from granite_tuner.deployment import Deployment
 from granite_tuner.errors import (
     APIConnectionError,
     APIError,
@@ -32,6 +24,9 @@ from granite_tuner.errors import (
     ConfigurationError,
     ConflictError,
     DataProblem,
+    DeploymentError,
+    DeploymentFailedError,
+    DeploymentTimeoutError,
     GraniteTunerError,
     InvalidDataError,
     InvalidParametersError,
@@ -54,6 +49,8 @@ from granite_tuner.events import (
     StepLogged,
     TuningEvent,
 )
+from granite_tuner.generation import GenerationParameters, GenerationResult
+from granite_tuner.limits import RateLimiter
 from granite_tuner.parameters import TASK_IDS, PromptTuningParameters, TaskId
 from granite_tuner.runs import MetricPoint, TuningResult, TuningRun
 from granite_tuner.tuner import Tuner
@@ -68,12 +65,14 @@ __all__ = [
     "BadRequestError",
     "ConfigurationError",
     "ConflictError",
-    "DataAsset",
     "DataProblem",
     "Deployment",
+    "DeploymentError",
+    "DeploymentFailedError",
+    "DeploymentTimeoutError",
     "EpochCompleted",
     "Example",
-    "FoundationModel",
+    "GenerationParameters",
     "GenerationResult",
     "GraniteTunerError",
     "InvalidDataError",
@@ -84,6 +83,7 @@ __all__ = [
     "PermissionDeniedError",
     "PromptTuningParameters",
     "RateLimitError",
+    "RateLimiter",
     "RetryPolicy",
     "RunFinished",
     "RunNotFoundError",
@@ -93,8 +93,6 @@ __all__ = [
     "StateChanged",
     "StepLogged",
     "TaskId",
-    "Training",
-    "TrainingMetric",
     "Tuner",
     "TuningError",
     "TuningEvent",

@@ -9,6 +9,9 @@ GraniteTunerError
 │   ├── TuningFailedError           the run ended failed or canceled (carries the service's message)
 │   ├── TuningTimeoutError          the caller's timeout passed first (the run goes on)
 │   └── RunNotFoundError            no run with that id or name to attach to
+├── DeploymentError                 a deployment did not become ready
+│   ├── DeploymentFailedError       the service reports it failed (carries its message)
+│   └── DeploymentTimeoutError      the caller's timeout passed first
 └── APIError                        talking to the service failed
     ├── APIConnectionError          no usable answer: refused, TLS failure, connection dropped
     │   └── APITimeoutError         no answer in time
@@ -47,6 +50,9 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DataProblem",
+    "DeploymentError",
+    "DeploymentFailedError",
+    "DeploymentTimeoutError",
     "GraniteTunerError",
     "InvalidDataError",
     "InvalidParametersError",
@@ -72,6 +78,9 @@ class ServiceErrorDetail(BaseModel):
     message: str
     more_info: str | None = None
     target: dict[str, Any] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.code else self.message
 
 
 class GraniteTunerError(Exception):
@@ -147,6 +156,22 @@ class TuningTimeoutError(TuningError, TimeoutError):
 
 class RunNotFoundError(TuningError, LookupError):
     """There is no tuning run with the given id or name."""
+
+
+class DeploymentError(GraniteTunerError):
+    """A deployment did not become ready; `deployment_id` says which one."""
+
+    def __init__(self, message: str, *, deployment_id: str | None = None) -> None:
+        super().__init__(message)
+        self.deployment_id = deployment_id
+
+
+class DeploymentFailedError(DeploymentError):
+    """The service reports the deployment `failed`."""
+
+
+class DeploymentTimeoutError(DeploymentError, TimeoutError):
+    """The caller's timeout passed before the deployment was ready; it may still become ready."""
 
 
 class APIError(GraniteTunerError):

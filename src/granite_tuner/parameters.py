@@ -16,7 +16,7 @@ import difflib
 import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, TypeVar, get_args
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,11 +41,8 @@ InitMethod = Literal["random", "text"]
 
 # Strict numbers: `True` must not become 1 epoch, nor "0.3" a learning rate by accident.
 # (A strict float still accepts an int, so `learning_rate=1` works.)
-_Int = Annotated[int, Field(strict=True)]
-_Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-
-# Fields that only the offline backend reads; their range message does not speak for watsonx.ai.
-_LOCAL_ONLY = frozenset({"num_virtual_tokens"})
+StrictInt = Annotated[int, Field(strict=True)]
+StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 # The error type our cross-field rules raise inside pydantic, so that they keep their field.
 _RULE_ERROR = "granite_tuner_parameter_rule"
@@ -53,45 +50,17 @@ _RULE_ERROR = "granite_tuner_parameter_rule"
 _T = TypeVar("_T")
 
 
-class PromptTuningParameters(BaseModel):
-    """The tuning parameters of one prompt-tuning run; `None` means "the service decides"."""
+class CheckedParameters(BaseModel):
+    """A frozen parameters model whose every way in raises `InvalidParametersError`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task_id: TaskId = "classification"
-    num_epochs: Annotated[_Int | None, Field(ge=1, le=50)] = None
-    learning_rate: Annotated[_Float | None, Field(ge=0.00001, le=0.5)] = None
-    batch_size: Annotated[_Int | None, Field(ge=1, le=16)] = None
-    accumulate_steps: Annotated[_Int | None, Field(ge=1, le=128)] = None
-    max_input_tokens: Annotated[_Int | None, Field(ge=1, le=256)] = None
-    max_output_tokens: Annotated[_Int | None, Field(ge=1, le=128)] = None
-    init_method: InitMethod | None = None
-    init_text: str | None = None
-    verbalizer: str | None = None
-    num_virtual_tokens: Annotated[_Int | None, Field(ge=1, le=1000)] = None
-
-    @model_validator(mode="after")
-    def _check_rules(self) -> Self:
-        """Rules that involve the value of a field, or two fields together."""
-        if self.init_method == "text" and (self.init_text is None or not self.init_text.strip()):
-            _rule(
-                "init_text",
-                "init_method='text' needs init_text: give the text whose embedding starts the "
-                "soft prompt (e.g. a short description of the task), or use init_method='random'.",
-            )
-        if self.init_text is not None and self.init_method != "text":
-            _rule(
-                "init_text",
-                f"init_text is only used with init_method='text' (init_method is "
-                f"{self.init_method!r}); set init_method='text' or leave init_text out.",
-            )
-        if self.verbalizer is not None and "{{input}}" not in self.verbalizer:
-            _rule(
-                "verbalizer",
-                f"verbalizer={self.verbalizer!r} has no '{{{{input}}}}' placeholder, so the "
-                "model would never see the input; write e.g. 'Input: {{input}} Output:'.",
-            )
-        return self
+    #: What one field is called in messages ("prompt-tuning parameter").
+    noun: ClassVar[str] = "parameter"
+    #: Who checks the ranges, for messages ("watsonx.ai accepts 1 to 50").
+    range_authority: ClassVar[str] = "allowed"
+    #: Fields whose range is this package's own, not the service's.
+    own_ranges: ClassVar[frozenset[str]] = frozenset()
 
     # Why wrappers and not a validator: pydantic turns any ValueError raised during validation
     # into its own ValidationError, and InvalidParametersError is a ValueError, so no validator
@@ -105,22 +74,21 @@ class PromptTuningParameters(BaseModel):
     if not TYPE_CHECKING:
 
         def __init__(self, **data: Any) -> None:
-            _translating(lambda: super(PromptTuningParameters, self).__init__(**data))
+            _translating(lambda: super(CheckedParameters, self).__init__(**data), type(self))
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         """Like `BaseModel.model_validate`, raising `InvalidParametersError`."""
         return _translating(
-            lambda: super(PromptTuningParameters, cls).model_validate(obj, *args, **kwargs)
+            lambda: super(CheckedParameters, cls).model_validate(obj, *args, **kwargs), cls
         )
 
     @classmethod
     def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> Self:
         """Like `BaseModel.model_validate_json`, raising `InvalidParametersError`."""
         return _translating(
-            lambda: super(PromptTuningParameters, cls).model_validate_json(
-                json_data, *args, **kwargs
-            )
+            lambda: super(CheckedParameters, cls).model_validate_json(json_data, *args, **kwargs),
+            cls,
         )
 
     @classmethod
@@ -131,8 +99,51 @@ class PromptTuningParameters(BaseModel):
         are converted here; text that is no number is left for the usual error message.
         """
         if isinstance(obj, Mapping):
-            obj = {key: _parse_number(key, value) for key, value in obj.items()}
+            obj = {key: _parse_number(cls, key, value) for key, value in obj.items()}
         return cls.model_validate(obj, *args, **kwargs)
+
+
+class PromptTuningParameters(CheckedParameters):
+    """The tuning parameters of one prompt-tuning run; `None` means "the service decides"."""
+
+    noun: ClassVar[str] = "prompt-tuning parameter"
+    range_authority: ClassVar[str] = "watsonx.ai accepts"
+    own_ranges: ClassVar[frozenset[str]] = frozenset({"num_virtual_tokens"})
+
+    task_id: TaskId = "classification"
+    num_epochs: Annotated[StrictInt | None, Field(ge=1, le=50)] = None
+    learning_rate: Annotated[StrictFloat | None, Field(ge=0.00001, le=0.5)] = None
+    batch_size: Annotated[StrictInt | None, Field(ge=1, le=16)] = None
+    accumulate_steps: Annotated[StrictInt | None, Field(ge=1, le=128)] = None
+    max_input_tokens: Annotated[StrictInt | None, Field(ge=1, le=256)] = None
+    max_output_tokens: Annotated[StrictInt | None, Field(ge=1, le=128)] = None
+    init_method: InitMethod | None = None
+    init_text: str | None = None
+    verbalizer: str | None = None
+    num_virtual_tokens: Annotated[StrictInt | None, Field(ge=1, le=1000)] = None
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        """Rules that involve the value of a field, or two fields together."""
+        if self.init_method == "text" and (self.init_text is None or not self.init_text.strip()):
+            rule_violation(
+                "init_text",
+                "init_method='text' needs init_text: give the text whose embedding starts the "
+                "soft prompt (e.g. a short description of the task), or use init_method='random'.",
+            )
+        if self.init_text is not None and self.init_method != "text":
+            rule_violation(
+                "init_text",
+                f"init_text is only used with init_method='text' (init_method is "
+                f"{self.init_method!r}); set init_method='text' or leave init_text out.",
+            )
+        if self.verbalizer is not None and "{{input}}" not in self.verbalizer:
+            rule_violation(
+                "verbalizer",
+                f"verbalizer={self.verbalizer!r} has no '{{{{input}}}}' placeholder, so the "
+                "model would never see the input; write e.g. 'Input: {{input}} Output:'.",
+            )
+        return self
 
     def to_watsonx(self) -> dict[str, Any]:
         """The optional `prompt_tuning` fields of a watsonx.ai training request (§7.1).
@@ -143,9 +154,9 @@ class PromptTuningParameters(BaseModel):
         return self.model_dump(exclude_none=True, exclude={"task_id", "num_virtual_tokens"})
 
 
-def _parse_number(field: Any, value: Any) -> Any:
+def _parse_number(model: type[CheckedParameters], field: Any, value: Any) -> Any:
     """`value` as an int or float when `field` holds one and the text is one, else unchanged."""
-    info = PromptTuningParameters.model_fields.get(field) if isinstance(field, str) else None
+    info = model.model_fields.get(field) if isinstance(field, str) else None
     if info is None or not isinstance(value, str):
         return value
     kinds = {get_args(arg)[0] if get_args(arg) else arg for arg in get_args(info.annotation)}
@@ -158,32 +169,32 @@ def _parse_number(field: Any, value: Any) -> Any:
     return value
 
 
-def _rule(field: str, message: str) -> None:
+def rule_violation(field: str, message: str) -> None:
     raise PydanticCustomError(_RULE_ERROR, "{message}", {"field": field, "message": message})
 
 
-def _translating(call: Callable[[], _T]) -> _T:
+def _translating(call: Callable[[], _T], model: type[CheckedParameters]) -> _T:
     try:
         return call()
     except ValidationError as exc:
-        raise _translate(exc) from None
+        raise _translate(exc, model) from None
 
 
-def _translate(exc: ValidationError) -> InvalidParametersError:
+def _translate(exc: ValidationError, model: type[CheckedParameters]) -> InvalidParametersError:
     """One `InvalidParametersError` for all of pydantic's errors; `field` is the first one's."""
     for error in exc.errors():
         inner = error.get("ctx", {}).get("error")
         if isinstance(inner, InvalidParametersError):
             return inner  # already translated by __init__, wrapped by an outer model_validate*
-    found = [_describe(error) for error in exc.errors()]
+    found = [_describe(error, model) for error in exc.errors()]
     field = found[0][0]
     if len(found) == 1:
         return InvalidParametersError(found[0][1], field=field)
     lines = "\n".join(f"  - {message}" for _, message in found)
-    return InvalidParametersError(f"{len(found)} invalid tuning parameters:\n{lines}", field=field)
+    return InvalidParametersError(f"{len(found)} invalid {model.noun}s:\n{lines}", field=field)
 
 
-def _describe(error: ErrorDetails) -> tuple[str | None, str]:
+def _describe(error: ErrorDetails, model: type[CheckedParameters]) -> tuple[str | None, str]:
     """(field, message) for one pydantic error: what was given and what is allowed."""
     kind = error["type"]
     ctx = error.get("ctx", {})
@@ -191,16 +202,15 @@ def _describe(error: ErrorDetails) -> tuple[str | None, str]:
         return str(ctx["field"]), str(ctx["message"])
     loc = error["loc"]
     if not loc:
-        return None, f"tuning parameters must be a mapping of names to values, not {_given(error)}."
+        return None, f"{model.noun}s must be a mapping of names to values, not {_given(error)}."
     field = str(loc[0])
     value = error.get("input")
-    fields = PromptTuningParameters.model_fields
+    fields = model.model_fields
     if kind == "extra_forbidden":
         close = difflib.get_close_matches(field, list(fields), n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return field, (
-            f"{field!r} is not a prompt-tuning parameter.{hint} "
-            f"Known parameters: {', '.join(fields)}."
+            f"{field!r} is not a {model.noun}.{hint} Known parameters: {', '.join(fields)}."
         )
     if kind == "literal_error":
         choices = get_args(fields[field].annotation)
@@ -211,9 +221,9 @@ def _describe(error: ErrorDetails) -> tuple[str | None, str]:
             f"{field}={value!r} is not valid; choose one of: "
             f"{', '.join(repr(a) for a in allowed)}.{hint}"
         )
-    bounds = _bounds(field)
+    bounds = _bounds(model, field)
     if kind in {"greater_than_equal", "less_than_equal"} and bounds is not None:
-        who = "allowed" if field in _LOCAL_ONLY else "watsonx.ai accepts"
+        who = "allowed" if field in model.own_ranges else model.range_authority
         low, high = bounds
         return field, f"{field}={value!r} is out of range: {who} {_num(low)} to {_num(high)}."
     if kind in {"int_type", "int_from_float", "int_parsing"}:
@@ -239,9 +249,9 @@ def _flatten_literals(args: tuple[Any, ...]) -> list[Any]:
     return values
 
 
-def _bounds(field: str) -> tuple[float, float] | None:
+def _bounds(model: type[CheckedParameters], field: str) -> tuple[float, float] | None:
     """The (min, max) declared on a field, read from its `Field(ge=..., le=...)`."""
-    info = PromptTuningParameters.model_fields.get(field)
+    info = model.model_fields.get(field)
     if info is None:
         return None
     low = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)

@@ -26,26 +26,23 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import anyio
 
+from granite_tuner._polling import PollDeadline, Poller
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import TuningBackend
 from granite_tuner.data import LabelledSet, aload_examples
 from granite_tuner.errors import (
-    APIConnectionError,
     ConfigurationError,
     InvalidParametersError,
-    RateLimitError,
     RunNotFoundError,
-    ServerError,
     TuningFailedError,
     TuningTimeoutError,
-    UnexpectedResponseError,
 )
 from granite_tuner.events import (
     EpochCompleted,
@@ -70,8 +67,6 @@ TrainingData: TypeAlias = (
 )
 EventCallback = Callable[[TuningEvent], Awaitable[None] | None]
 
-# Failures of a status read that say nothing about the run: wait and read again.
-_TRANSIENT = (APIConnectionError, ServerError, RateLimitError, UnexpectedResponseError)
 _CANCEL_GRACE_SECONDS = 30.0
 
 
@@ -313,55 +308,39 @@ class Tuner:
             logger.warning(note)
             self.warnings.append(note)
 
-    async def _poll(self, deadline: float) -> AsyncIterator[TuningEvent]:
+    async def _poll(self, deadline: float) -> AsyncGenerator[TuningEvent, None]:
         """Read the run until it finishes, yielding what changed since the last read."""
         assert self.run_id is not None
         run_id = self.run_id
-        first, largest = self.poll_interval
-        interval = first
+        client = self.client
+        poller = Poller(
+            lambda: client.get_tuning_run(run_id),
+            poll_interval=self.poll_interval,
+            timeout=None if math.isinf(deadline) else deadline - anyio.current_time(),
+            what=f"tuning run {run_id}",
+        )
         unknown_states_logged: set[str] = set()
         previous = self.last_run
-        while True:
-            run = await self._read(run_id, deadline)
-            if run is not None:
-                for event in self._changes(previous, run, unknown_states_logged):
-                    yield event
-                if previous is None or run.state != previous.state:
-                    interval = first
-                previous = self.last_run = run
-                if run.is_finished:
-                    result = self._result()
-                    yield RunFinished(
-                        run_id=run_id,
-                        state=run.state,
-                        final_loss=result.final_loss,
-                        model_id=run.model_id,
-                    )
-                    return
-            remaining = deadline - anyio.current_time()
-            if remaining <= 0:
-                self._timed_out(run_id)
-            await anyio.sleep(min(interval, remaining))
-            interval = min(interval * 1.5, largest)
-
-    async def _read(self, run_id: str, deadline: float) -> TuningRun | None:
-        """One status read within the deadline; None when it failed in a passing way."""
-        remaining = deadline - anyio.current_time()
-        if remaining <= 0:
+        try:
+            async with aclosing(poller.snapshots()) as snapshots:
+                async for run in snapshots:
+                    for event in self._changes(previous, run, unknown_states_logged):
+                        yield event
+                    if previous is None or run.state != previous.state:
+                        poller.reset_interval()
+                    previous = self.last_run = run
+                    if run.is_finished:
+                        yield RunFinished(
+                            run_id=run_id,
+                            state=run.state,
+                            final_loss=self._result().final_loss,
+                            model_id=run.model_id,
+                        )
+                        return
+        except PollDeadline:
             self._timed_out(run_id)
-        with anyio.move_on_after(remaining) as scope:
-            try:
-                return await self.client.get_tuning_run(run_id)
-            except _TRANSIENT as exc:
-                logger.warning(
-                    "Reading run %s failed (%s); trying again at the next poll", run_id, exc
-                )
-                return None
-        if scope.cancelled_caught:
-            self._timed_out(run_id)
-        return None
 
-    def _timed_out(self, run_id: str) -> None:
+    def _timed_out(self, run_id: str) -> NoReturn:
         state = self.last_run.state if self.last_run else "unknown"
         raise TuningTimeoutError(
             f"Tuning run {run_id} did not finish within {self.timeout} s (last state: {state}). "

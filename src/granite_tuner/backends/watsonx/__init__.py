@@ -6,10 +6,10 @@ from granite_tuner.backends.watsonx.models import (
     DataAsset,
     Deployment,
     FoundationModel,
-    GenerationResult,
     Training,
     TrainingMetric,
 )
+from granite_tuner.generation import GenerationResult
 
 __all__ = [
     "DataAsset",

@@ -97,6 +97,8 @@ class Endpoint:
     path: str
     scope: ScopeRule = "query"
     versioned: bool = True
+    #: Counted against the service's request rate (text generation is).
+    rate_limited: bool = False
 
     def format_path(self, **path_params: str) -> str:
         return self.path.format(**path_params)
@@ -137,7 +139,7 @@ TRAINING = Endpoint("ml", "/ml/v4/trainings/{training_id}")
 DEPLOYMENTS = Endpoint("ml", "/ml/v4/deployments")
 DEPLOYMENT_CREATE = Endpoint("ml", "/ml/v4/deployments", scope="both")
 DEPLOYMENT = Endpoint("ml", "/ml/v4/deployments/{deployment_id}")
-TEXT_GENERATION = Endpoint("ml", "/ml/v1/text/generation", scope="body")
+TEXT_GENERATION = Endpoint("ml", "/ml/v1/text/generation", scope="body", rate_limited=True)
 DEPLOYMENT_TEXT_GENERATION = Endpoint(
-    "ml", "/ml/v1/deployments/{deployment_id}/text/generation", scope="none"
+    "ml", "/ml/v1/deployments/{deployment_id}/text/generation", scope="none", rate_limited=True
 )

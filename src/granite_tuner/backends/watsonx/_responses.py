@@ -120,7 +120,7 @@ def status_error(
     status = response.status_code
     errors, trace = parse_error_body(response)
     reason = response.reason_phrase or ""
-    said = "; ".join(f"{e.code}: {e.message}" if e.code else e.message for e in errors)
+    said = "; ".join(str(e) for e in errors)
     hint = _HINTS.get(status, _SERVER_HINT if status >= 500 else "")
     parts = [f"{operation} failed with HTTP {status} {reason}".rstrip() + "."]
     if said:

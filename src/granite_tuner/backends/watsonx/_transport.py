@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from granite_tuner._attempts import note_attempt
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.watsonx._endpoints import Endpoint, Scope
 from granite_tuner.backends.watsonx._responses import (
@@ -28,9 +29,10 @@ from granite_tuner.backends.watsonx._responses import (
     read_json,
     status_error,
 )
-from granite_tuner.backends.watsonx._retry import RetryPolicy, run_with_retries
+from granite_tuner.backends.watsonx._retry import RetryPolicy, parse_retry_after, run_with_retries
 from granite_tuner.backends.watsonx.auth import Authenticator
 from granite_tuner.errors import APIError, NotFoundError, UnexpectedResponseError
+from granite_tuner.limits import RateLimiter
 
 __all__ = ["Transport"]
 
@@ -52,6 +54,7 @@ class _Call:
     expect: frozenset[int]
     safe: bool
     operation: str
+    rate_limited: bool
     reauthenticated: bool = False
     may_exist: bool = False
 
@@ -69,8 +72,10 @@ class Transport:
         api_version: str,
         auth: Authenticator,
         retry: RetryPolicy,
+        limiter: RateLimiter,
     ) -> None:
         self.http = http
+        self.limiter = limiter
         self.ml_url = ml_url.rstrip("/")
         self.platform_url = platform_url.rstrip("/")
         self.scope = scope
@@ -102,6 +107,7 @@ class Transport:
             expect=expect,
             safe=method in _SAFE_METHODS if safe_to_repeat is None else safe_to_repeat,
             operation=operation,
+            rate_limited=endpoint.rate_limited,
         )
 
     async def request_json(
@@ -183,11 +189,15 @@ class Transport:
         """One HTTP exchange; any failure comes out as a typed APIError."""
         token = await self.auth.token()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        note_attempt()
         started = time.perf_counter()
         try:
-            response = await self.http.request(
-                call.method, call.url, params=call.query, json=call.body, headers=headers
-            )
+            if call.rate_limited:
+                async with self.limiter.slot():
+                    response = await self._exchange(call, headers)
+                self._report_to_limiter(response)
+            else:
+                response = await self._exchange(call, headers)
         except httpx.HTTPError as exc:
             raise classify_transport_error(
                 exc, call.method, call.url, safe_to_repeat=retry_ambiguous
@@ -208,6 +218,23 @@ class Transport:
                 error.retryable = True
                 error.retry_immediately = True
         raise error
+
+    async def _exchange(self, call: _Call, headers: dict[str, str]) -> httpx.Response:
+        return await self.http.request(
+            call.method, call.url, params=call.query, json=call.body, headers=headers
+        )
+
+    def _report_to_limiter(self, response: httpx.Response) -> None:
+        """Feed the service's rate signals back to the limiter."""
+        remaining_header = response.headers.get("x-requests-limit-remaining")
+        try:
+            remaining = int(remaining_header) if remaining_header is not None else None
+        except ValueError:
+            remaining = None
+        retry_after = parse_retry_after(response.headers) if response.status_code == 429 else None
+        self.limiter.observe(
+            status=response.status_code, remaining=remaining, retry_after=retry_after
+        )
 
     async def put_bytes(self, url: str, content: bytes, *, operation: str) -> None:
         """PUT raw bytes to a pre-signed URL: no token, no content type (protocol §5 step 3)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -21,9 +21,11 @@ from granite_tuner.backends.watsonx.auth import (
 from granite_tuner.backends.watsonx.deployments import Deployments
 from granite_tuner.backends.watsonx.foundation_models import FoundationModels
 from granite_tuner.backends.watsonx.generation import Generation
+from granite_tuner.backends.watsonx.serving import WatsonxServingMixin
 from granite_tuner.backends.watsonx.trainings import Trainings
 from granite_tuner.backends.watsonx.tuning import WatsonxTuningMixin
 from granite_tuner.errors import ConfigurationError
+from granite_tuner.limits import RateLimiter
 
 __all__ = ["WatsonxClient"]
 
@@ -45,7 +47,7 @@ def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
     return verify
 
 
-class WatsonxClient(WatsonxTuningMixin):
+class WatsonxClient(WatsonxTuningMixin, WatsonxServingMixin):
     """An async client for watsonx.ai: credentials, scope, retries and the REST resources.
 
     ```python
@@ -60,6 +62,8 @@ class WatsonxClient(WatsonxTuningMixin):
     and refreshed ahead of expiry; a token is used as is. Pass `http_client=` to share your
     own `httpx.AsyncClient` (it is then yours to close). TLS verification is on unless you
     pass `verify=False`; `verify=` also takes a CA bundle path or an `ssl.SSLContext`.
+    Text generation goes through `rate_limiter` (by default one that only obeys the service's
+    429s); give `RateLimiter(requests_per_second=...)` to stay within your plan's limit.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class WatsonxClient(WatsonxTuningMixin):
         verify: bool | str | ssl.SSLContext | None = None,
         timeout: float | httpx.Timeout | None = None,
         retry: RetryPolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
         api_version: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -94,6 +99,8 @@ class WatsonxClient(WatsonxTuningMixin):
             credentials_verify = getattr(credentials, "verify", None)
             verify = credentials_verify if credentials_verify is not None else True
         self.retry = retry or RetryPolicy()
+        #: Paces text generation (all targets of this client share it); adapts to 429s.
+        self.rate_limiter = rate_limiter or RateLimiter()
         self._owns_http = http_client is None
         if http_client is None:
             http_timeout = timeout if isinstance(timeout, httpx.Timeout) else None
@@ -129,12 +136,17 @@ class WatsonxClient(WatsonxTuningMixin):
             api_version=self.settings.api_version,
             auth=auth,
             retry=self.retry,
+            limiter=self.rate_limiter,
         )
         self.assets = Assets(self._transport)
         self.trainings = Trainings(self._transport)
         self.deployments = Deployments(self._transport)
         self.foundation_models = FoundationModels(self._transport)
         self.generation = Generation(self._transport)
+
+    @property
+    def backend_name(self) -> Literal["watsonx"]:
+        return "watsonx"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:

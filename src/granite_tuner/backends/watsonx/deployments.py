@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from granite_tuner.backends.base import check_serving_name
 from granite_tuner.backends.watsonx import _endpoints as ep
 from granite_tuner.backends.watsonx._pagination import list_all
 from granite_tuner.backends.watsonx._transport import Transport
 from granite_tuner.backends.watsonx.models import Deployment
 from granite_tuner.backends.watsonx.trainings import REQUEST_TAG_PREFIX
-from granite_tuner.errors import ConfigurationError, ConflictError
+from granite_tuner.errors import ConflictError
 
-__all__ = ["SERVING_NAME_PATTERN", "Deployments"]
-
-#: What the service accepts as a serving name: lower-case letters, digits and `_`.
-SERVING_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,36}$")
-
-
-def check_serving_name(serving_name: str) -> str:
-    if not SERVING_NAME_PATTERN.fullmatch(serving_name):
-        raise ConfigurationError(
-            f"serving_name {serving_name!r} is not valid: use 1 to 36 lower-case letters, "
-            "digits or underscores (for example 'reviews_pt_1')."
-        )
-    return serving_name
+__all__ = ["Deployments"]
 
 
 class Deployments:

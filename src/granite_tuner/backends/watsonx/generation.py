@@ -7,8 +7,9 @@ from typing import Any
 
 from granite_tuner.backends.watsonx import _endpoints as ep
 from granite_tuner.backends.watsonx._transport import Transport
-from granite_tuner.backends.watsonx.models import GenerationResult
+from granite_tuner.backends.watsonx.models import generation_result_from_wire
 from granite_tuner.errors import ConfigurationError
+from granite_tuner.generation import GenerationResult
 
 __all__ = ["Generation"]
 
@@ -42,7 +43,7 @@ class Generation:
                 ep.DEPLOYMENT_TEXT_GENERATION,
                 path={"deployment_id": deployment_id},
                 json=body,
-                parse=GenerationResult.from_wire,
+                parse=generation_result_from_wire,
                 safe_to_repeat=True,
                 operation=f"Generating with deployment {deployment_id}",
             )
@@ -51,7 +52,7 @@ class Generation:
             "POST",
             ep.TEXT_GENERATION,
             json={"model_id": model_id, **body},
-            parse=GenerationResult.from_wire,
+            parse=generation_result_from_wire,
             safe_to_repeat=True,
             operation=f"Generating with {model_id}",
         )

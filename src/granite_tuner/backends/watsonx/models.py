@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from granite_tuner.backends.watsonx._responses import parse_error_item
 from granite_tuner.errors import ServiceErrorDetail
+from granite_tuner.generation import GenerationResult
 
 __all__ = [
     "TERMINAL_TRAINING_STATES",
@@ -25,6 +26,7 @@ __all__ = [
     "LifecycleStage",
     "Training",
     "TrainingMetric",
+    "generation_result_from_wire",
 ]
 
 #: Training states after which nothing changes any more (§7.2; `error` is legacy).
@@ -286,29 +288,19 @@ class FoundationModel(_WireModel):
         )
 
 
-class GenerationResult(_WireModel):
-    """The answer to one text-generation request."""
-
-    text: str
-    generated_token_count: int | None = None
-    input_token_count: int | None = None
-    stop_reason: str | None = None
-    seed: int | None = None
-    model_id: str | None = None
-
-    @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> GenerationResult:
-        results = _list(body.get("results"))
-        if not results or not isinstance(results[0], dict):
-            raise ValueError("no results[0] in the generation answer")
-        first = results[0]
-        return cls.model_validate(
-            {
-                "text": first.get("generated_text"),
-                "generated_token_count": first.get("generated_token_count"),
-                "input_token_count": first.get("input_token_count"),
-                "stop_reason": first.get("stop_reason"),
-                "seed": first.get("seed"),
-                "model_id": body.get("model_id"),
-            }
-        )
+def generation_result_from_wire(body: dict[str, Any]) -> GenerationResult:
+    """The first result of a text-generation answer (§9.2)."""
+    results = _list(body.get("results"))
+    if not results or not isinstance(results[0], dict):
+        raise ValueError("no results[0] in the generation answer")
+    first = results[0]
+    return GenerationResult.model_validate(
+        {
+            "text": first.get("generated_text"),
+            "generated_token_count": first.get("generated_token_count"),
+            "input_token_count": first.get("input_token_count"),
+            "stop_reason": first.get("stop_reason"),
+            "seed": first.get("seed"),
+            "model_id": body.get("model_id"),
+        }
+    )

@@ -8,7 +8,7 @@ training — and the service's objects onto the package's own `TuningRun`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo
@@ -32,7 +32,7 @@ _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
 def training_to_run(training: Training) -> TuningRun:
     """The package's view of a watsonx.ai training."""
-    failure = "; ".join(f"{e.code}: {e.message}" if e.code else e.message for e in training.failure)
+    failure = "; ".join(str(e) for e in training.failure)
     finished_at = training.completed_at
     if finished_at is None and training.is_finished:
         finished_at = training.modified_at
@@ -62,10 +62,6 @@ class WatsonxTuningMixin:
     assets: Assets
     trainings: Trainings
     foundation_models: FoundationModels
-
-    @property
-    def backend_name(self) -> Literal["watsonx"]:
-        return "watsonx"
 
     async def tunable_models(self) -> list[BaseModelInfo]:
         models = await self.foundation_models.list(prompt_tunable=True)

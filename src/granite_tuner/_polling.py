@@ -1,0 +1,88 @@
+"""Waiting for a remote object to change: reads spaced out from seconds to a cap, within a deadline.
+
+Used by `Tuner` (trainings) and `Deployment` (deployments). Each read is already retried by the
+client; a read that still fails for a passing reason (network, 5xx, 429, a broken body) is
+logged and tried again at the next poll instead of ending the wait. Only the deadline ends it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+import anyio
+
+from granite_tuner._secrets import get_logger
+from granite_tuner.errors import (
+    APIConnectionError,
+    RateLimitError,
+    ServerError,
+    UnexpectedResponseError,
+)
+
+__all__ = ["PollDeadline", "Poller"]
+
+logger = get_logger("granite_tuner.polling")
+
+T = TypeVar("T")
+
+# Failures of a status read that say nothing about the object: wait and read again.
+TRANSIENT_READ_ERRORS = (APIConnectionError, ServerError, RateLimitError, UnexpectedResponseError)
+_GROWTH = 1.5
+
+
+class PollDeadline(Exception):
+    """The deadline passed; the caller raises its own typed timeout error."""
+
+
+class Poller(Generic[T]):
+    """Reads `read()` until the consumer stops, spacing reads from `first` to `largest` s."""
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[T]],
+        *,
+        poll_interval: tuple[float, float],
+        timeout: float | None,
+        what: str,
+    ) -> None:
+        self._read = read
+        self._first, self._largest = poll_interval
+        self._interval = self._first
+        self._deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        self._what = what
+
+    def reset_interval(self) -> None:
+        """Read soon again: something just changed."""
+        self._interval = self._first
+
+    async def snapshots(self) -> AsyncGenerator[T, None]:
+        """Each successful read, in order. Raises `PollDeadline` when the deadline passes."""
+        while True:
+            snapshot = await self._read_once()
+            if snapshot is not None:
+                yield snapshot
+            remaining = self._deadline - anyio.current_time()
+            if remaining <= 0:
+                raise PollDeadline
+            await anyio.sleep(min(self._interval, remaining))
+            self._interval = min(self._interval * _GROWTH, self._largest)
+
+    async def _read_once(self) -> T | None:
+        remaining = self._deadline - anyio.current_time()
+        if remaining <= 0:
+            raise PollDeadline
+        # The deadline scope covers only the read, never a `yield` (see anyio's rules on
+        # cancel scopes in async generators).
+        with anyio.move_on_after(remaining) as scope:
+            try:
+                return await self._read()
+            except TRANSIENT_READ_ERRORS as exc:
+                logger.warning(
+                    "Reading %s failed (%s); trying again at the next poll", self._what, exc
+                )
+                return None
+        if scope.cancelled_caught:
+            raise PollDeadline
+        return None

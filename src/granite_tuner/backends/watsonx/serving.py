@@ -1,0 +1,78 @@
+"""The watsonx.ai side of the serving seam: `WatsonxClient` as a `ServingBackend`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from granite_tuner.backends.base import DeploymentInfo
+from granite_tuner.backends.watsonx.models import Deployment as WireDeployment
+from granite_tuner.generation import GenerationParameters, GenerationResult
+
+if TYPE_CHECKING:
+    from granite_tuner.backends.watsonx.deployments import Deployments
+    from granite_tuner.backends.watsonx.generation import Generation
+
+__all__ = ["WatsonxServingMixin", "deployment_to_info"]
+
+
+def deployment_to_info(deployment: WireDeployment) -> DeploymentInfo:
+    """The package's view of a watsonx.ai deployment."""
+    failure = "; ".join(str(e) for e in deployment.failure)
+    return DeploymentInfo(
+        id=deployment.id,
+        name=deployment.name,
+        state=deployment.state,
+        serving_name=deployment.serving_name,
+        model_id=deployment.asset_id,
+        base_model_id=deployment.base_model_id,
+        created_at=deployment.created_at,
+        failure_message=failure or None,
+    )
+
+
+def generation_parameters(
+    parameters: GenerationParameters | Mapping[str, Any] | None,
+) -> GenerationParameters | None:
+    """Check a plain mapping as `GenerationParameters` (a typo fails before sending)."""
+    if parameters is None or isinstance(parameters, GenerationParameters):
+        return parameters
+    return GenerationParameters.model_validate(dict(parameters))
+
+
+class WatsonxServingMixin:
+    """The `ServingBackend` methods of `WatsonxClient`, built on its REST resources."""
+
+    deployments: Deployments
+    generation: Generation
+
+    async def deploy(self, model_id: str, *, name: str, serving_name: str | None) -> DeploymentInfo:
+        created = await self.deployments.create(
+            model_id=model_id, name=name, serving_name=serving_name
+        )
+        return deployment_to_info(created)
+
+    async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
+        return deployment_to_info(await self.deployments.get(deployment_id))
+
+    async def delete_deployment(self, deployment_id: str) -> None:
+        await self.deployments.delete(deployment_id)
+
+    async def serving_name_available(self, serving_name: str) -> bool:
+        return await self.deployments.serving_name_available(serving_name)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model_id: str | None = None,
+        deployment_id: str | None = None,
+        parameters: GenerationParameters | Mapping[str, Any] | None = None,
+    ) -> GenerationResult:
+        checked = generation_parameters(parameters)
+        return await self.generation.generate(
+            prompt,
+            model_id=model_id,
+            deployment_id=deployment_id,
+            parameters=checked.to_watsonx() if checked is not None else None,
+        )
