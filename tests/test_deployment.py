@@ -1,4 +1,4 @@
-"""Deployment and generation against the fake watsonx.ai: ready, failure, timeout, delete, limits."""
+"""Deployment and generation on the fake watsonx.ai: ready, failure, timeout, delete, limits."""
 
 from __future__ import annotations
 
@@ -99,7 +99,9 @@ async def test_a_tuning_result_deploys_and_async_with_deletes_when_asked(
     fake: FakeWatsonx, client: WatsonxClient
 ) -> None:
     model_id = await tuned_model(client)
-    result = TuningResult(run_id="r-1", name="reviews", backend="watsonx", state="completed", model_id=model_id)
+    result = TuningResult(
+        run_id="r-1", name="reviews", backend="watsonx", state="completed", model_id=model_id
+    )
     async with await Deployment.create(
         client, result, delete_on_exit=True, poll_interval=FAST_POLL
     ) as tuned:
@@ -151,7 +153,9 @@ async def test_serving_names_are_checked_before_anything_is_created(
     model_id = await tuned_model(client)
     with pytest.raises(ConfigurationError, match="lower-case"):
         await Deployment.create(client, model_id, serving_name="Bad Name!")
-    taken = await Deployment.create(client, model_id, serving_name="reviews_pt", poll_interval=FAST_POLL)
+    taken = await Deployment.create(
+        client, model_id, serving_name="reviews_pt", poll_interval=FAST_POLL
+    )
     with pytest.raises(ConfigurationError, match="already used"):
         await Deployment.create(client, model_id, serving_name="reviews_pt")
     assert list(fake.deployments) == [taken.id]
@@ -174,7 +178,9 @@ async def test_bad_generation_parameters_are_refused_before_sending(
     assert fake.count("POST", "generation") == 0
 
 
-async def test_generation_parameters_reach_the_service(fake: FakeWatsonx, client: WatsonxClient) -> None:
+async def test_generation_parameters_reach_the_service(
+    fake: FakeWatsonx, client: WatsonxClient
+) -> None:
     params = GenerationParameters(
         decoding_method="greedy", max_new_tokens=3, stop_sequences=("\n",), random_seed=7
     )
@@ -194,10 +200,9 @@ async def test_a_client_rate_limit_keeps_generation_under_the_service_limit(
 ) -> None:
     fake.rate_limit = 20.0
     limiter = RateLimiter(requests_per_second=20.0, max_concurrency=8)
-    async with make_client(fake, server, limiter) as client:
-        async with anyio.create_task_group() as tg:
-            for n in range(40):
-                tg.start_soon(partial(client.generate, f"prompt {n}", model_id=BASE_MODEL))
+    async with make_client(fake, server, limiter) as client, anyio.create_task_group() as tg:
+        for n in range(40):
+            tg.start_soon(partial(client.generate, f"prompt {n}", model_id=BASE_MODEL))
     statuses = [r.status for r in fake.requests if r.path == "/ml/v1/text/generation"]
     assert statuses.count(200) == 40
     assert 429 not in statuses

@@ -41,6 +41,7 @@ from granite_tuner.errors import (
     TuningTimeoutError,
     UnexpectedResponseError,
 )
+from granite_tuner.evaluator import Evaluator, ResultStream
 from granite_tuner.events import (
     EpochCompleted,
     RunFinished,
@@ -51,7 +52,9 @@ from granite_tuner.events import (
 )
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.limits import RateLimiter
+from granite_tuner.metrics import TokenLabelParser, mcnemar_exact
 from granite_tuner.parameters import TASK_IDS, PromptTuningParameters, TaskId
+from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
 from granite_tuner.runs import MetricPoint, TuningResult, TuningRun
 from granite_tuner.tuner import Tuner
 
@@ -63,6 +66,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ComparisonReport",
     "ConfigurationError",
     "ConflictError",
     "DataProblem",
@@ -71,12 +75,15 @@ __all__ = [
     "DeploymentFailedError",
     "DeploymentTimeoutError",
     "EpochCompleted",
+    "EvaluationReport",
+    "Evaluator",
     "Example",
     "GenerationParameters",
     "GenerationResult",
     "GraniteTunerError",
     "InvalidDataError",
     "InvalidParametersError",
+    "ItemResult",
     "LabelledSet",
     "MetricPoint",
     "NotFoundError",
@@ -84,6 +91,7 @@ __all__ = [
     "PromptTuningParameters",
     "RateLimitError",
     "RateLimiter",
+    "ResultStream",
     "RetryPolicy",
     "RunFinished",
     "RunNotFoundError",
@@ -93,6 +101,7 @@ __all__ = [
     "StateChanged",
     "StepLogged",
     "TaskId",
+    "TokenLabelParser",
     "Tuner",
     "TuningError",
     "TuningEvent",
@@ -105,6 +114,7 @@ __all__ = [
     "__version__",
     "aload_examples",
     "load_examples",
+    "mcnemar_exact",
 ]
 
 # A library does not configure logging; an application that wants our records adds a handler.

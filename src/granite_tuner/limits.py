@@ -11,8 +11,9 @@ A `RateLimiter` hands out *slots*. Taking a slot waits for two things:
 
 It adapts to what the service says. A 429 pauses every caller until its `Retry-After` has
 passed (one second when it gives none) and lowers the rate a little; successes bring the rate
-back up to the configured one. Without a configured rate, a 429 sets one from the successes
-of the last seconds, which then creeps up until the next 429 (a multiplicative probe).
+back up to the configured one. Without a configured rate, a 429 sets one: half the rate at
+which requests left in the last seconds, which then creeps up until the next 429 (the
+multiplicative-decrease, slow-increase probe TCP made familiar).
 An answer carrying `x-requests-limit-remaining: 0` means the service's bucket is empty: with
 a known rate our own bucket already spaces requests by one interval, and with no rate known
 new requests pause briefly. One limiter is shared by every target of an evaluation (one
@@ -44,8 +45,10 @@ _MIN_RATE_SHARE = 0.5
 _RECOVERY_PER_SUCCESS = 0.01
 _DEFAULT_PAUSE = 1.0
 _EMPTY_BUCKET_PAUSE = 0.25
-# Without a configured rate, the rate is learned from the successes of the last seconds.
+# Without a configured rate, a 429 halves the rate at which requests left in the last seconds.
 _RATE_WINDOW = 2.0
+_LEARNED_BACKOFF_FACTOR = 0.5
+_MAX_REMEMBERED_SENDS = 10_000
 _MIN_RATE_SPAN = 0.25
 _MIN_LEARNED_RATE = 0.5
 
@@ -92,9 +95,10 @@ class RateLimiter:
         self._rate = requests_per_second
         self._next_free = -math.inf  # when the next token may be handed out
         self._paused_until = -math.inf
+        self._overload_until = -math.inf  # the pause of the latest 429 (not of a hint)
         self._latency: float | None = None
         self._concurrency: anyio.CapacityLimiter | None = None
-        self._successes: deque[float] = deque()
+        self._sent: deque[float] = deque()  # when recent requests left (rate learning)
 
     def __repr__(self) -> str:
         return (
@@ -140,6 +144,10 @@ class RateLimiter:
             await concurrency.acquire_on_behalf_of(borrower)
         try:
             await self._take_token()
+            if self.requests_per_second is None:
+                self._sent.append(anyio.current_time())
+                if len(self._sent) > _MAX_REMEMBERED_SENDS:
+                    self._sent.popleft()
             self.stats.granted += 1
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
@@ -166,15 +174,13 @@ class RateLimiter:
             await anyio.sleep(start - now)
 
     def _learn_rate_from_429(self, now: float) -> None:
-        """No rate was given: take what the service let through lately as the rate."""
-        while self._successes and self._successes[0] < now - _RATE_WINDOW:
-            self._successes.popleft()
-        span = max(_MIN_RATE_SPAN, now - self._successes[0]) if self._successes else _RATE_WINDOW
-        measured = len(self._successes) / span
-        if self._rate is None:
-            self._rate = max(_MIN_LEARNED_RATE, measured * _BACKOFF_FACTOR)
-        else:
-            self._rate = max(_MIN_LEARNED_RATE, min(self._rate, measured) * _BACKOFF_FACTOR)
+        """No rate was given: halve the rate at which requests were recently sent."""
+        while self._sent and self._sent[0] < now - _RATE_WINDOW:
+            self._sent.popleft()
+        span = max(_MIN_RATE_SPAN, now - self._sent[0]) if self._sent else _RATE_WINDOW
+        sent_rate = len(self._sent) / span
+        current = sent_rate if self._rate is None else min(self._rate, sent_rate)
+        self._rate = max(_MIN_LEARNED_RATE, current * _LEARNED_BACKOFF_FACTOR)
 
     def _observe_latency(self, seconds: float) -> None:
         if self._latency is None:
@@ -190,8 +196,10 @@ class RateLimiter:
         if status == 429:
             self.stats.rate_limited += 1
             pause = retry_after if retry_after is not None else _DEFAULT_PAUSE
-            # 429s answered while already paused belong to the same overload: slow down once.
-            same_overload = now < self._paused_until
+            # 429s answered during the pause of an earlier 429 belong to the same overload:
+            # slow down once per overload, not once per rejected request.
+            same_overload = now < self._overload_until
+            self._overload_until = max(self._overload_until, now + pause)
             self._paused_until = max(self._paused_until, now + pause)
             if same_overload:
                 return
@@ -202,7 +210,6 @@ class RateLimiter:
             else:
                 self._learn_rate_from_429(now)
             return
-        self._successes.append(now)
         if self.requests_per_second is not None:
             assert self._rate is not None
             self._rate = min(
