@@ -1,24 +1,38 @@
 """The prompt-tuning workflow on watsonx.ai, run against the bundled fake server.
 
-Upload a training file, prompt-tune a Granite model, wait for the run, read its loss per
-epoch, deploy the tuned model, ask it and the base model about a few reviews (concurrently,
-within a concurrency limit), and clean up. Point `WatsonxClient` at the real service
-instead (`WatsonxClient.from_env()`) and the same code runs there.
+Check and upload the training data, prompt-tune a Granite model and wait for it (with a live
+loss per epoch), draw the learning curve, deploy the tuned model, compare it with the base
+model on a test set within a rate limit, and clean up. Swap the client for
+`WatsonxClient.from_env()` and the same code runs on IBM watsonx.ai.
 
-    python examples/watsonx_workflow_on_fake.py
+    python examples/watsonx_workflow_on_fake.py [output-folder]
+
+The fake's "models" answer from a rule (the tuned deployment reads the label hidden in the
+test prompt; the base model always answers "1"), so the numbers show the plumbing, not
+machine learning. The local backend does the real thing offline.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import re
+import sys
 from pathlib import Path
-from statistics import fmean
 
 import anyio
 
-from granite_tuner import WatsonxClient
-from granite_tuner.testing import FakeWatsonx
+from granite_tuner import (
+    Deployment,
+    EpochCompleted,
+    Evaluator,
+    Example,
+    RateLimiter,
+    StateChanged,
+    Tuner,
+    TuningEvent,
+    WatsonxClient,
+)
+from granite_tuner.testing import FakeWatsonx, GenerationCall
 
 DATA = Path(__file__).parent / "data" / "grooming_reviews_sample.jsonl"
 BASE_MODEL = "ibm/granite-13b-instruct-v2"
@@ -33,19 +47,39 @@ PARAMETERS = {
     "init_text": "Classify the customer review as satisfied (1) or unsatisfied (0).",
     "verbalizer": "{{input}}",
 }
+LABEL = re.compile(r"#(\d)$")
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll with a growing interval; the Tuner (next release) does this for you."""
-    delay = 0.05
-    while not await check():
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 2.0)
-    print(f"  {what}")
+def fake_answer(call: GenerationCall) -> str:
+    """Stand-in models: the tuned one has "learned" the label, the base one always says 1."""
+    found = LABEL.search(call.input.strip())
+    if call.deployment_id is not None and found:
+        return found.group(1)
+    return "1."
 
 
-async def main() -> None:
-    fake = FakeWatsonx(training_polls=3, deployment_polls=2)
+def training_rows() -> list[dict[str, str]]:
+    """The sample reviews, repeated with a visit number to reach the 50 examples required."""
+    sample = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
+    return [
+        {
+            "input": row["input"].replace("Comment: ", f"Comment (visit {n}): "),
+            "output": row["output"],
+        }
+        for n in range(3)
+        for row in sample
+    ]
+
+
+def show(event: TuningEvent) -> None:
+    if isinstance(event, StateChanged):
+        print(f"  run {event.run_id[:8]}: {event.state}")
+    elif isinstance(event, EpochCompleted):
+        print(f"  epoch {event.epoch + 1}/{event.num_epochs}: mean loss {event.mean_loss:.4f}")
+
+
+async def main(out: Path) -> None:
+    fake = FakeWatsonx(training_polls=4, deployment_polls=2, rate_limit=8.0, answer=fake_answer)
     with fake.serve(tls=True) as server:
         async with WatsonxClient(
             url=server.url,
@@ -53,80 +87,44 @@ async def main() -> None:
             iam_url=server.url + "/identity/token",
             project_id=fake.project_id,
             verify=server.ca_cert_path,
+            rate_limiter=RateLimiter(requests_per_second=8.0),
         ) as client:
             print(f"watsonx.ai (fake) at {server.url}")
-            tunable = await client.foundation_models.list(prompt_tunable=True)
-            print("Prompt-tunable models:", ", ".join(m.model_id for m in tunable))
-
-            asset = await client.assets.upload(
-                DATA.read_bytes(), name=DATA.name, file_name=DATA.name
-            )
-            print(f"Uploaded {DATA.name} as data asset {asset.id}")
-
-            training = await client.trainings.create(
-                name="grooming-reviews",
+            tuner = Tuner(
+                client,
                 base_model=BASE_MODEL,
-                task_id="classification",
-                data_asset_id=asset.id,
+                training_data=training_rows(),
                 parameters=PARAMETERS,
+                name="grooming-reviews",
+                poll_interval=(0.05, 0.5),
+                on_event=show,
             )
-            print(f"Training {training.id} is {training.state}")
+            result = await tuner.run()
+            losses = ", ".join(f"{loss:.3f}" for loss in result.loss_per_epoch)
+            print(f"Tuned model {result.model_id}; loss per epoch: {losses}")
+            curve = result.plot_learning_curve(out / "learning_curve.png")
+            print(f"Learning curve: {curve}")
 
-            async def training_done() -> bool:
-                nonlocal training
-                training = await client.trainings.get(training.id)
-                return training.is_finished
-
-            await wait_for(training_done, "training finished")
-            print(f"Training {training.id}: {training.state}, model {training.model_id}")
-            epochs = sorted({m.epoch for m in training.metrics if m.epoch is not None})
-            for epoch in epochs:
-                losses = [m.loss for m in training.metrics if m.epoch == epoch and m.loss]
-                print(f"  epoch {epoch}: mean loss {fmean(losses):.4f}")
-            assert training.model_id is not None
-
-            deployment = await client.deployments.create(
-                model_id=training.model_id, name="grooming-reviews-pt", serving_name="grooming_pt"
-            )
-
-            async def deployment_ready() -> bool:
-                nonlocal deployment
-                deployment = await client.deployments.get(deployment.id)
-                return deployment.state in ("ready", "failed")
-
-            await wait_for(deployment_ready, "deployment settled")
-            print(f"Deployment {deployment.id}: {deployment.state}")
-
-            examples = [json.loads(line) for line in DATA.read_text().splitlines()][:8]
-            answers: dict[tuple[str, int], str] = {}
-            limiter = anyio.CapacityLimiter(4)
-
-            async def ask(index: int, prompt: str, tuned: bool) -> None:
-                async with limiter:
-                    if tuned:
-                        result = await client.generation.generate(
-                            prompt, deployment_id=deployment.id, parameters={"max_new_tokens": 2}
-                        )
-                    else:
-                        result = await client.generation.generate(
-                            prompt, model_id=BASE_MODEL, parameters={"max_new_tokens": 2}
-                        )
-                answers["tuned" if tuned else "base", index] = result.text.strip()
-
-            async with anyio.create_task_group() as tasks:
-                for index, example in enumerate(examples):
-                    tasks.start_soon(ask, index, example["input"], True)
-                    tasks.start_soon(ask, index, example["input"], False)
-            for target in ("base", "tuned"):
-                right = sum(answers[target, i] == e["output"] for i, e in enumerate(examples))
-                print(f"{target:>5}: {right}/{len(examples)} answers match the label")
-
-            await client.deployments.delete(deployment.id)
-            await client.trainings.delete(training.id)
-            await client.assets.delete(asset.id)
-            print("Cleaned up the deployment, the training and the data asset.")
+            test_set = [
+                Example(input=f"{row['input']}#{row['output']}", output=row["output"])
+                for row in training_rows()[:24]
+            ]
+            async with await Deployment.create(
+                client, result, delete_on_exit=True, poll_interval=(0.05, 0.5)
+            ) as tuned:
+                print(f"Deployment {tuned.id} is {tuned.state} as {tuned.serving_name}")
+                report = await Evaluator(client, parameters={"max_new_tokens": 2}).compare(
+                    test_set, tuned=tuned, base=BASE_MODEL
+                )
+            print()
+            print(report.to_markdown())
+            report.to_json(out / "comparison.json")
+            await tuner.delete()
+            print(f"\nCleaned up; the report is in {out / 'comparison.json'}.")
         print(f"The fake server saw {len(fake.requests)} requests.")
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "out/watsonx-fake")
+    folder.mkdir(parents=True, exist_ok=True)
+    anyio.run(main, folder)

@@ -353,19 +353,18 @@ class Tuner:
     ) -> list[TuningEvent]:
         """The events between two snapshots: state change, new steps, finished epochs."""
         events: list[TuningEvent] = []
+        state_change: StateChanged | None = None
         if previous is None or run.state != previous.state:
             if run.state not in KNOWN_STATES and run.state not in unknown_states_logged:
                 unknown_states_logged.add(run.state)
                 logger.warning(
                     "Run %s is in state %r, unknown to this version; waiting on", run.id, run.state
                 )
-            events.append(
-                StateChanged(
-                    run_id=run.id,
-                    previous=previous.state if previous else None,
-                    state=run.state,
-                    message=run.message,
-                )
+            state_change = StateChanged(
+                run_id=run.id,
+                previous=previous.state if previous else None,
+                state=run.state,
+                message=run.message,
             )
         seen_points = len(previous.metrics) if previous else 0
         for point in run.metrics[seen_points:]:
@@ -392,6 +391,12 @@ class Tuner:
                     num_epochs=num_epochs if isinstance(num_epochs, int) else None,
                 )
             )
+        if state_change is not None:
+            # "running" comes before the steps it explains; "completed" after the last epoch.
+            if run.is_finished:
+                events.append(state_change)
+            else:
+                events.insert(0, state_change)
         return events
 
     def _result(self) -> TuningResult:
