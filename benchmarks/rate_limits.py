@@ -76,7 +76,7 @@ def run_ours(scenario: Scenario) -> Outcome:
 
         async def main() -> Outcome:
             # The caller knows its plan's limit; "concurrency requested" caps in-flight requests
-            # only where the scenario asks for it — in `slow` the rate decides (rate x latency).
+            # where the scenario asks for it; in `slow` the rate decides (rate x latency).
             limiter = RateLimiter(
                 requests_per_second=scenario.rate,
                 max_concurrency=None if scenario.name == "slow" else scenario.concurrency,

@@ -49,7 +49,7 @@ async def test_tokens_are_spaced_at_the_rate() -> None:
 
 def test_in_flight_follows_rate_times_latency_when_no_concurrency_is_given() -> None:
     limiter = RateLimiter(requests_per_second=8.0)
-    assert limiter.inflight_limit == 8  # before any latency is known: one second's worth
+    assert limiter.inflight_limit == 256  # before any latency is known, the bucket paces
     limiter._observe_latency(1.5)
     assert limiter.inflight_limit == 16  # ceil(8 x 1.5 x 1.25) + 1
     limiter._observe_latency(0.1)

@@ -119,7 +119,9 @@ class RateLimiter:
         if self._rate is None:
             return None
         if self._latency is None:
-            return max(1, math.ceil(self._rate))
+            # Until a first answer tells the latency, the bucket alone sets the pace: a guess
+            # here would hold back a slow model's first requests for a whole latency.
+            return _MAX_ADAPTIVE_INFLIGHT
         wanted = math.ceil(self._rate * self._latency * _INFLIGHT_HEADROOM) + 1
         return max(1, min(_MAX_ADAPTIVE_INFLIGHT, wanted))
 
