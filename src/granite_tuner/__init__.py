@@ -117,5 +117,15 @@ __all__ = [
     "mcnemar_exact",
 ]
 
+
+def __getattr__(name: str) -> object:
+    """`granite_tuner.LocalClient` without importing torch for users who never touch it."""
+    if name == "LocalClient":
+        from granite_tuner.backends.local import LocalClient
+
+        return LocalClient
+    raise AttributeError(f"module 'granite_tuner' has no attribute {name!r}")
+
+
 # A library does not configure logging; an application that wants our records adds a handler.
 logging.getLogger("granite_tuner").addHandler(logging.NullHandler())

@@ -11,7 +11,9 @@ GraniteTunerError
 │   └── RunNotFoundError            no run with that id or name to attach to
 ├── DeploymentError                 a deployment did not become ready
 │   ├── DeploymentFailedError       the service reports it failed (carries its message)
-│   └── DeploymentTimeoutError      the caller's timeout passed first
+│   ├── DeploymentTimeoutError      the caller's timeout passed first
+│   └── DeploymentNotFoundError     no such deployment (local deployments live in memory)
+├── GenerationError                 a local model failed to generate (the cause is chained)
 └── APIError                        talking to the service failed
     ├── APIConnectionError          no usable answer: refused, TLS failure, connection dropped
     │   └── APITimeoutError         no answer in time
@@ -52,7 +54,9 @@ __all__ = [
     "DataProblem",
     "DeploymentError",
     "DeploymentFailedError",
+    "DeploymentNotFoundError",
     "DeploymentTimeoutError",
+    "GenerationError",
     "GraniteTunerError",
     "InvalidDataError",
     "InvalidParametersError",
@@ -172,6 +176,25 @@ class DeploymentFailedError(DeploymentError):
 
 class DeploymentTimeoutError(DeploymentError, TimeoutError):
     """The caller's timeout passed before the deployment was ready; it may still become ready."""
+
+
+class GenerationError(GraniteTunerError):
+    """Generation failed for this request (the model raised, or the client closed first).
+
+    `deployment_id` says which deployment served it (`None` for a base model); the model's own
+    exception, if any, is the `__cause__`.
+    """
+
+    def __init__(
+        self, message: str, *, deployment_id: str | None = None, model_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.deployment_id = deployment_id
+        self.model_id = model_id
+
+
+class DeploymentNotFoundError(DeploymentError, LookupError):
+    """This client has no deployment with that id (local deployments live in memory only)."""
 
 
 class APIError(GraniteTunerError):

@@ -1,0 +1,543 @@
+"""Decoding for the local server: one left-padded batch through one `model.generate` call.
+
+Everything here is synchronous torch work that `_serving` runs in a worker thread (which is also
+where this module, and with it transformers, is first imported); nothing here knows about
+deployments, queues or event loops. The settings and answers it deals in (`DecodeSettings`,
+`Decoded`) are the server's, defined in `_serving`.
+
+Why the soft prompt is applied by hand instead of through `peft.PeftModel`:
+
+- **Correctness.** A prompt-tuning adapter is nothing but a `(virtual tokens, hidden)` tensor
+  that is put in front of the input embeddings. Doing exactly that here, `[soft prompt]
+  [left padding][prompt tokens]` with the attention mask extended by ones, reproduces a full
+  forward pass over the unpadded sequence token for token (the tests check it against a
+  recomputation without cache). `PeftModel.generate` does not: with transformers 5.x it passes
+  the KV cache to the model under the new name `cache`, PEFT 0.21 still looks for
+  `past_key_values`, takes every decoding step for a first one and injects the soft prompt again,
+  so from the second new token on its answers drift from the model's real ones.
+- **Sharing.** Wrapping patches `prepare_inputs_for_generation` of the model it wraps while it
+  generates. Here one base model, loaded once, serves the plain base-model "deployment" and any
+  number of tuned deployments (and training runs) at the same time; each tuned deployment only
+  adds its small prompt tensor, and the base model is never touched.
+- **Speed.** It is the same forward pass PEFT would make, without a wrapper per request, and it
+  lets requests of one deployment share one batch.
+
+Layout and positions: the soft prompt comes first, then the padding, then the prompt. Position
+ids are derived from the attention mask (as `generate` does), so padding shifts nothing and a
+prompt gets the same positions alone or in a batch; this is also the layout the local trainer
+uses, so the model sees at inference what it saw in training.
+
+Work shared by a batch is done once: when the rows of a batch start with the same tokens (the soft
+prompt, always, and often an instruction every test prompt begins with), that start is run once,
+for one row, and its keys and values are copied to every row through a prefilled KV cache; the
+one `generate` call then runs only what differs. On a CPU, where a batch's cost is mostly the
+prompt tokens it reads, this is worth 10-20 % for the shipped test prompts, and more for tuned
+deployments (20 virtual tokens by default). The layout becomes `[soft prompt][shared tokens]
+[padding][own tokens]`, with the same positions as before.
+
+Decoding settings follow watsonx.ai's meanings (`GenerationParameters`). Sampling draws from one
+`torch.Generator` per request, seeded from its `random_seed`, so a seeded request gives the same
+answer however it was batched; requests with different seeds can therefore share a batch. The
+repetition penalty counts the prompt's tokens as well as the generated ones, as watsonx.ai and
+`transformers` do for plain token input.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from granite_tuner.backends.local._serving import Decoded, DecodeSettings, LocalStopReason
+from granite_tuner.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "decode_batch", "load_soft_prompt"]
+
+#: The files `PeftModel.save_pretrained` writes for a prompt-tuning adapter.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PROMPT_KEY = "prompt_embeddings"
+# Tokens decoded at the end of each unfinished sequence to look for a stop sequence: one token
+# is at least one character except for special and partial-character tokens, so this many more
+# than the longest stop sequence is enough to see one that the newest token completed.
+_STOP_WINDOW_SLACK = 8
+# Shared leading tokens (soft prompt included) times the other rows of a batch: from this many
+# tokens of saved work on, the shared part is run once for all rows (`_shared_length`).
+_MIN_SHARED_SAVING = 32
+# Models whose cache `_prefilled_cache` found it cannot reuse.
+_CACHE_NOT_REUSABLE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:
+    """The learned virtual-token embeddings of a saved PEFT prompt-tuning adapter.
+
+    Returned on the model's device and in its dtype, shape `(virtual tokens, hidden size)`.
+    Raises `ConfigurationError` saying what is wrong when the folder holds no usable adapter.
+    """
+    config_path = adapter_dir / ADAPTER_CONFIG
+    weights_path = adapter_dir / ADAPTER_WEIGHTS
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ConfigurationError(
+            f"No saved soft prompt in {adapter_dir} (expected {ADAPTER_CONFIG} and "
+            f"{ADAPTER_WEIGHTS}, as PeftModel.save_pretrained writes them)."
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot read {config_path}: {exc}") from None
+    peft_type = config.get("peft_type") if isinstance(config, dict) else None
+    if peft_type != "PROMPT_TUNING":
+        raise ConfigurationError(
+            f"{adapter_dir} holds a {peft_type or 'unknown'} adapter; only prompt-tuning "
+            "adapters (peft_type PROMPT_TUNING) can be served here."
+        )
+    if config.get("num_transformer_submodules", 1) != 1:
+        raise ConfigurationError(
+            f"{adapter_dir} was saved for an encoder-decoder model; only causal language "
+            "models are served here."
+        )
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ConfigurationError(f"Cannot read {weights_path}: {exc}") from None
+    prompt = tensors.get(_PROMPT_KEY)
+    embedding = model.get_input_embeddings()
+    weight = embedding.weight
+    assert isinstance(weight, torch.Tensor)
+    hidden = int(weight.shape[-1])
+    if prompt is None or prompt.ndim != 2 or int(prompt.shape[1]) != hidden:
+        shape = None if prompt is None else tuple(prompt.shape)
+        raise ConfigurationError(
+            f"{weights_path} does not hold a soft prompt for this model: expected a "
+            f"'{_PROMPT_KEY}' tensor of shape (virtual tokens, {hidden}), found {shape}."
+        )
+    return prompt.to(device=weight.device, dtype=weight.dtype)
+
+
+def decode_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    seeds: Sequence[int | None],
+    settings: DecodeSettings,
+    *,
+    soft_prompt: torch.Tensor | None = None,
+    should_abort: Callable[[], bool] | None = None,
+) -> list[Decoded]:
+    """Generate for every text in one `model.generate` call; one `Decoded` per text, in order.
+
+    `seeds` holds each request's sampling seed (ignored for greedy decoding). `should_abort` is
+    polled after every decoding step; when it answers true the batch stops there and every
+    answer has `stop_reason="cancelled"`.
+    """
+    with torch.inference_mode():
+        return _decode(model, tokenizer, texts, seeds, settings, soft_prompt, should_abort)
+
+
+def _decode(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    seeds: Sequence[int | None],
+    settings: DecodeSettings,
+    soft_prompt: torch.Tensor | None,
+    should_abort: Callable[[], bool] | None,
+) -> list[Decoded]:
+    prompts = _encode(
+        tokenizer, texts, settings.truncate_input_tokens, need_one=soft_prompt is None
+    )
+    if settings.max_new_tokens == 0:
+        return [Decoded("", 0, len(ids), "max_tokens") for ids in prompts]
+    embedding = model.get_input_embeddings()
+    weight = embedding.weight
+    assert isinstance(weight, torch.Tensor)
+    device = weight.device
+    pad_id = _pad_id(tokenizer)
+    size = len(prompts)
+    virtual = 0 if soft_prompt is None else int(soft_prompt.shape[0])
+    shared = _shared_length(prompts, virtual)
+    # Layout per row: [soft prompt][shared tokens][padding][the row's own tokens].
+    width = max(len(ids) for ids in prompts) - max(shared, 0)
+    text_width = max(shared, 0) + width
+    input_ids = torch.full((size, text_width), pad_id, dtype=torch.long, device=device)
+    attention_mask = torch.zeros((size, text_width), dtype=torch.long, device=device)
+    for row, ids in enumerate(prompts):
+        if shared > 0:
+            input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
+            attention_mask[row, :shared] = 1
+        own = ids[max(shared, 0) :]
+        if own:
+            input_ids[row, text_width - len(own) :] = torch.tensor(own, dtype=torch.long)
+            attention_mask[row, text_width - len(own) :] = 1
+    inputs_embeds = embedding(input_ids)
+    if soft_prompt is not None:
+        inputs_embeds = torch.cat(
+            (soft_prompt.to(inputs_embeds.dtype).unsqueeze(0).expand(size, -1, -1), inputs_embeds),
+            dim=1,
+        )
+        attention_mask = torch.cat(
+            (
+                torch.ones((size, virtual), dtype=attention_mask.dtype, device=device),
+                attention_mask,
+            ),
+            dim=1,
+        )
+    cache_arguments: dict[str, Any] = {}
+    if shared >= 0:
+        cache_arguments = _prefilled_cache(model, inputs_embeds[:1, : virtual + shared], size)
+
+    eos_ids = _eos_ids(model, tokenizer)
+    processors = LogitsProcessorList()
+    if settings.repetition_penalty is not None:
+        processors.append(
+            _PromptAwareRepetitionPenalty(
+                input_ids, attention_mask[:, virtual:], settings.repetition_penalty
+            )
+        )
+    if settings.sample:
+        processors.append(_PerRowSampler(settings, seeds, device))
+    stop = _Stop(
+        tokenizer,
+        settings.stop_sequences,
+        min_new_tokens=settings.min_new_tokens,
+        eos_ids=eos_ids,
+        time_limit_ms=settings.time_limit_ms,
+        should_abort=should_abort,
+        size=size,
+    )
+    config = GenerationConfig(  # type: ignore[no-untyped-call]  # its __init__ is **kwargs
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens or None,
+        # Sampling, when asked for, happens in `_PerRowSampler`; `generate` itself then only
+        # takes the one token that sampler left. transformers' defaults, set explicitly, keep
+        # the model's own suggestions (its generation_config.json) out of the decoding.
+        do_sample=False,
+        num_beams=1,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=50,
+        repetition_penalty=1.0,
+        pad_token_id=pad_id,
+        eos_token_id=sorted(eos_ids) if eos_ids else None,
+    )
+    output = model.generate(  # type: ignore[operator]  # transformers types it loosely
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        generation_config=config,
+        logits_processor=processors,
+        stopping_criteria=StoppingCriteriaList([stop]),
+        **cache_arguments,
+    )
+    sequences = output if isinstance(output, torch.Tensor) else output.sequences
+    # With embeddings as input, `generate` returns the new tokens only.
+    return [
+        _finish(tokenizer, sequences[row].tolist(), len(prompts[row]), row, settings, stop, eos_ids)
+        for row in range(size)
+    ]
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    truncate_to: int | None,
+    *,
+    need_one: bool,
+) -> list[list[int]]:
+    """Token ids of each text (special tokens as the tokenizer adds them, as in training).
+
+    `truncate_to` keeps the end of a longer prompt, and its leading special tokens (BOS), as
+    watsonx.ai's `truncate_input_tokens` does. An empty prompt without a soft prompt in front
+    gets one BOS (or EOS) token, so that it has something to attend to.
+    """
+    encoded: list[list[int]] = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    prompts: list[list[int]] = []
+    for ids in encoded:
+        if truncate_to is not None and len(ids) > truncate_to:
+            lead = 0
+            while lead < len(ids) and ids[lead] in special:
+                lead += 1
+            lead = min(lead, truncate_to - 1)
+            ids = ids[:lead] + ids[len(ids) - (truncate_to - lead) :]
+        if not ids and need_one:
+            start = tokenizer.bos_token_id
+            if not isinstance(start, int):
+                start = tokenizer.eos_token_id
+            if isinstance(start, int):
+                ids = [start]
+        prompts.append(ids)
+    if need_one and any(not ids for ids in prompts):
+        raise ConfigurationError("An empty prompt cannot be answered by a model without BOS/EOS.")
+    return prompts
+
+
+def _shared_length(prompts: Sequence[list[int]], virtual: int) -> int:
+    """How many leading tokens every prompt shares, when computing them once pays; else -1.
+
+    The soft prompt and the shared tokens are then run once, for one row, and their keys and
+    values copied to every row (see `_prefilled_cache`): that saves `(rows - 1) * (virtual +
+    shared)` tokens of work and costs one more, small, forward pass. Every row keeps at least
+    one token of its own, so that `generate` has something to run for it.
+    """
+    if len(prompts) < 2:
+        return -1
+    first = prompts[0]
+    limit = min(len(ids) for ids in prompts) - 1
+    shared = 0
+    while shared < limit and all(ids[shared] == first[shared] for ids in prompts):
+        shared += 1
+    if (len(prompts) - 1) * (virtual + shared) < _MIN_SHARED_SAVING:
+        return -1
+    return shared
+
+
+def _prefilled_cache(
+    model: PreTrainedModel, prefix_embeds: torch.Tensor, size: int
+) -> dict[str, Any]:
+    """`generate`'s keyword arguments for a KV cache that already holds `prefix_embeds`.
+
+    The prefix (one row) goes through the model once and its cache is repeated for `size` rows;
+    `generate`, given the whole sequence and this cache, then runs only what follows. Only a
+    plain full-attention `DynamicCache` is reused this way (sliding-window, recurrent or static
+    caches are not): for any other the answer is `{}`, and the batch runs in full.
+    """
+    from transformers import DynamicCache
+
+    if model in _CACHE_NOT_REUSABLE:
+        return {}
+    # transformers 5 calls the cache `cache`; 4.x called it `past_key_values` (5 still takes
+    # that name in `generate`, but with a prefilled cache its answers are then wrong).
+    parameters = inspect.signature(type(model).forward).parameters
+    keyword = "cache" if "cache" in parameters else "past_key_values"
+    output = model(inputs_embeds=prefix_embeds, use_cache=True)
+    cache = getattr(output, keyword, None)
+    layers = getattr(cache, "layers", None)
+    if type(cache) is not DynamicCache or (
+        layers is not None and any(type(layer).__name__ != "DynamicLayer" for layer in layers)
+    ):
+        _CACHE_NOT_REUSABLE.add(model)  # not worth another try for this model
+        return {}
+    cache.batch_repeat_interleave(size)
+    return {keyword: cache}
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    pad = tokenizer.pad_token_id
+    if isinstance(pad, int):
+        return pad
+    eos = tokenizer.eos_token_id
+    if isinstance(eos, int):
+        return eos
+    raise ConfigurationError("The tokenizer has neither a pad nor an end-of-sequence token.")
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Every token that ends a sequence: the model's generation config's and the tokenizer's."""
+    ids: set[int] = set()
+    configured: Any = getattr(model.generation_config, "eos_token_id", None)
+    for value in configured if isinstance(configured, list | tuple) else [configured]:
+        if isinstance(value, int):
+            ids.add(value)
+    if isinstance(tokenizer.eos_token_id, int):
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class _PromptAwareRepetitionPenalty(LogitsProcessor):
+    """Repetition penalty over the prompt's tokens and the tokens generated so far.
+
+    `transformers`' own processor sees only `generate`'s `input_ids`, which with embeddings as
+    input hold the new tokens alone; this one starts from the prompt's tokens. Seen tokens'
+    logits are divided by the penalty when positive and multiplied by it when negative.
+    """
+
+    def __init__(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, penalty: float):
+        self._prompt_ids = prompt_ids
+        self._prompt_mask = prompt_mask
+        self._penalty = penalty
+        self._seen: torch.Tensor | None = None
+        self._counted = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        seen = self._seen
+        if seen is None:
+            vocab = scores.shape[-1]
+            # Padding positions point at an extra column that is dropped afterwards.
+            index = self._prompt_ids.masked_fill(self._prompt_mask == 0, vocab)
+            grid = torch.zeros((index.shape[0], vocab + 1), dtype=torch.bool, device=scores.device)
+            grid.scatter_(1, index.to(scores.device), True)
+            seen = self._seen = grid[:, :vocab].contiguous()
+        if input_ids.shape[-1] > self._counted:
+            seen.scatter_(1, input_ids[:, self._counted :].to(scores.device), True)
+            self._counted = input_ids.shape[-1]
+        penalised = torch.where(scores < 0, scores * self._penalty, scores / self._penalty)
+        return torch.where(seen, penalised, scores)  # type: ignore[return-value]
+
+
+class _PerRowSampler(LogitsProcessor):
+    """Samples each row's next token from its own seeded generator; leaves only that token.
+
+    Applies temperature, top-k and top-p, draws one token per row, and returns scores that are
+    `-inf` everywhere except at the drawn token, which greedy selection then takes.
+    """
+
+    def __init__(
+        self, settings: DecodeSettings, seeds: Sequence[int | None], device: torch.device
+    ) -> None:
+        self._temperature = settings.temperature
+        self._warpers: list[LogitsProcessor] = []
+        if settings.top_k is not None:
+            self._warpers.append(TopKLogitsWarper(top_k=settings.top_k))
+        if settings.top_p is not None:
+            self._warpers.append(TopPLogitsWarper(top_p=settings.top_p))
+        self._generators = [_generator(seed, device) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        warped = scores.float() / self._temperature
+        for warper in self._warpers:
+            warped = warper(input_ids, warped)
+        probabilities = torch.softmax(warped, dim=-1)
+        chosen = torch.cat(
+            [
+                torch.multinomial(probabilities[row], 1, generator=generator)
+                for row, generator in enumerate(self._generators)
+            ]
+        ).unsqueeze(1)
+        only = torch.full_like(scores, -math.inf)
+        only.scatter_(1, chosen, 0.0)
+        return only  # type: ignore[return-value]
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+class _Stop(StoppingCriteria):
+    """Ends rows at a stop sequence, and the whole batch at its time limit or when aborted.
+
+    Records where each row met a stop sequence, so its answer can be cut there afterwards.
+    Stop sequences count once `min_new_tokens` tokens have been generated.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stop_sequences: tuple[str, ...],
+        *,
+        min_new_tokens: int,
+        eos_ids: set[int],
+        time_limit_ms: int | None,
+        should_abort: Callable[[], bool] | None,
+        size: int,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._stops = stop_sequences
+        self._window = max((len(s) for s in stop_sequences), default=0) + _STOP_WINDOW_SLACK
+        self._min_new_tokens = min_new_tokens
+        self._eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
+        self._deadline = (
+            time.monotonic() + time_limit_ms / 1000 if time_limit_ms is not None else None
+        )
+        self._should_abort = should_abort
+        self.stopped_at: list[int | None] = [None] * size
+        self.timed_out_at: int | None = None
+        self.aborted = False
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs: Any
+    ) -> torch.BoolTensor:
+        size, length = input_ids.shape
+        done = torch.zeros(size, dtype=torch.bool, device=input_ids.device)
+        if self._should_abort is not None and self._should_abort():
+            self.aborted = True
+            return done.fill_(True)  # type: ignore[return-value]
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self.timed_out_at = length
+            return done.fill_(True)  # type: ignore[return-value]
+        if self._stops and length >= self._min_new_tokens:
+            ended = torch.isin(input_ids, self._eos.to(input_ids.device)).any(dim=1).tolist()
+            tails = input_ids[:, max(0, length - self._window) :].tolist()
+            for row in range(size):
+                if self.stopped_at[row] is not None:
+                    done[row] = True
+                elif not ended[row]:
+                    tail = _text(self._tokenizer, tails[row])
+                    if any(stop in tail for stop in self._stops):
+                        self.stopped_at[row] = length
+                        done[row] = True
+        return done  # type: ignore[return-value]
+
+
+def _finish(
+    tokenizer: PreTrainedTokenizerBase,
+    tokens: list[int],
+    input_token_count: int,
+    row: int,
+    settings: DecodeSettings,
+    stop: _Stop,
+    eos_ids: set[int],
+) -> Decoded:
+    """One row's answer: its tokens up to where it ended, as text, cut at a stop sequence."""
+    end = len(tokens)
+    reason: LocalStopReason = "max_tokens"
+    for index, token in enumerate(tokens):
+        if token in eos_ids:
+            end, reason = index + 1, "eos_token"
+            break
+    stopped_at = stop.stopped_at[row]
+    if stopped_at is not None and stopped_at <= end:
+        end, reason = stopped_at, "stop_sequence"
+    if reason == "max_tokens" and end < settings.max_new_tokens:
+        # Cut short without a reason of its own: the batch's time limit or an abort.
+        reason = "cancelled" if stop.aborted else "time_limit"
+    text = _text(tokenizer, tokens[:end])
+    cut = _first_stop(text, settings.stop_sequences)
+    if cut is not None:
+        position, sequence = cut
+        text = text[: position + (len(sequence) if settings.include_stop_sequence else 0)]
+        reason = "stop_sequence"
+    return Decoded(text, end, input_token_count, reason)
+
+
+def _text(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """The text of `ids`, without special tokens (EOS, padding)."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    assert isinstance(text, str)  # one sequence in, one string out
+    return text
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
+    """Where the earliest stop sequence starts in `text`, and which one (the longest on ties)."""
+    best: tuple[int, str] | None = None
+    for stop in stops:
+        position = text.find(stop)
+        if position < 0:
+            continue
+        if best is None or position < best[0] or (position == best[0] and len(stop) > len(best[1])):
+            best = (position, stop)
+    return best

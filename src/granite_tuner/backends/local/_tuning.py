@@ -1,0 +1,303 @@
+"""The local side of the tuning seam: `LocalClient` as a `TuningBackend`.
+
+A run is a task in the client's task group that waits for a training slot (one run trains at a
+time; the others stay `queued`), loads the base model, and then runs one optimizer step per
+worker-thread call under the client's torch limiter — so serving interleaves with training, the
+event loop never blocks, and a cancel lands within one step. Progress goes into the run's
+in-memory record after every step (what `get_tuning_run` reports, and what `Tuner` turns into
+step and epoch events) and into `run.json` at most every `_SAVE_INTERVAL` seconds, at every
+epoch end and at the finish. Whatever ends the run — success, an error, `cancel_tuning_run`,
+the client closing — is written to the store before the task ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+
+from granite_tuner._secrets import get_logger
+from granite_tuner.backends.base import BaseModelInfo
+from granite_tuner.backends.local._models import ModelCache
+from granite_tuner.backends.local._store import Owner, RunRecord, RunState, RunStore, new_run_id
+from granite_tuner.backends.local._training import (
+    PromptTrainer,
+    StepResult,
+    TrainingCancelled,
+    TrainingConfig,
+)
+from granite_tuner.data import LabelledSet
+from granite_tuner.errors import ConfigurationError, RunNotFoundError
+from granite_tuner.parameters import PromptTuningParameters
+from granite_tuner.runs import MetricPoint, TuningRun
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ["LocalTuningMixin"]
+
+logger = get_logger("granite_tuner.local")
+
+#: Longest time between two writes of a running run's run.json (seconds).
+_SAVE_INTERVAL = 2.0
+
+CANCELED_BY_REQUEST = "canceled by request"
+CANCELED_ELSEWHERE = "canceled by request from another process"
+CLIENT_CLOSED = "client closed"
+RUN_DELETED = "deleted"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False)
+class _ActiveRun:
+    """A run this client is training (or about to): its live record and how to stop it."""
+
+    record: RunRecord
+    config: TrainingConfig
+    cancel: threading.Event = field(default_factory=threading.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    stop_reason: str | None = None
+    last_saved: float = -math.inf
+
+    def stop(self, reason: str, *, cancel_scope: bool = True) -> None:
+        """Stop before the next batch (the event) or at once when waiting (the scope)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.cancel.set()
+        if cancel_scope:
+            self.scope.cancel()
+
+
+class LocalTuningMixin:
+    """The `TuningBackend` methods of `LocalClient`, on the PEFT engine and the run store."""
+
+    model_name: str
+    seed: int
+    models: ModelCache
+    store: RunStore
+    _torch_limiter: anyio.CapacityLimiter
+    _training_slots: anyio.CapacityLimiter
+    _active_runs: dict[str, _ActiveRun]
+    _task_group: TaskGroup | None
+
+    async def tunable_models(self) -> list[BaseModelInfo]:
+        """The configured model, and any other model this client has loaded."""
+        names = dict.fromkeys([self.model_name, *self.models.loaded_names()])
+        return [BaseModelInfo(model_id=name, label=self.models.label(name)) for name in names]
+
+    async def upload_training_data(self, data: LabelledSet, *, name: str) -> str:
+        """Store the set under its SHA-256 (an identical set is stored once); returns the hash."""
+        ref = await anyio.to_thread.run_sync(self.store.put_data, data)
+        logger.info("Stored training data %r (%d examples) as %s", name, len(data), ref[:12])
+        return ref
+
+    async def delete_training_data(self, data_ref: str) -> None:
+        await anyio.to_thread.run_sync(self.store.delete_data, data_ref)
+
+    async def start_tuning(
+        self, *, name: str, base_model: str, data_ref: str, parameters: PromptTuningParameters
+    ) -> TuningRun:
+        """Create the run and start training it in the background; returns it `queued`."""
+        task_group = self._open_task_group()
+        await anyio.to_thread.run_sync(self.models.check_available, base_model)
+        if not await anyio.to_thread.run_sync(self.store.has_data, data_ref):
+            raise ConfigurationError(
+                f"There is no stored training data {data_ref[:12]}…; upload it with "
+                "upload_training_data() first and start the run with the reference it returns."
+            )
+        config = TrainingConfig.from_parameters(parameters, seed=self.seed)
+        record = RunRecord(
+            id=new_run_id(),
+            name=name,
+            state="queued",
+            base_model=base_model,
+            task_id=parameters.task_id,
+            parameters=config.to_dict(),
+            requested=parameters.model_dump(exclude_none=True),
+            data_ref=data_ref,
+            created_at=_now(),
+            message="waiting for a training slot",
+            owner=Owner.current(),
+        )
+        # Once the run is on disk it must also be started: never leave a "queued" orphan.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.store.create, record)
+            active = _ActiveRun(record=record, config=config)
+            self._active_runs[record.id] = active
+            task_group.start_soon(self._train, active, name=f"granite-tuner local run {record.id}")
+        logger.info("Queued local tuning run %s (%s) of %s", record.id, name, base_model)
+        return record.to_run()
+
+    async def get_tuning_run(self, run_id: str) -> TuningRun:
+        active = self._active_runs.get(run_id)
+        if active is not None:
+            return active.record.to_run()
+        record = await anyio.to_thread.run_sync(self.store.read, run_id)
+        return record.to_run()
+
+    async def find_tuning_runs(self, name: str) -> list[TuningRun]:
+        """Runs with exactly this name (in this client or found on disk), newest first."""
+        stored = await anyio.to_thread.run_sync(self.store.find, name)
+        records = [
+            self._active_runs[r.id].record if r.id in self._active_runs else r for r in stored
+        ]
+        return [record.to_run() for record in records]
+
+    async def list_tuning_runs(self) -> list[TuningRun]:
+        """Every stored run, newest first."""
+        stored = await anyio.to_thread.run_sync(self.store.list_runs)
+        return [
+            (self._active_runs[r.id].record if r.id in self._active_runs else r).to_run()
+            for r in stored
+        ]
+
+    async def cancel_tuning_run(self, run_id: str) -> None:
+        """Stop the run within one step; returns once it is `canceled` (here) or asked to stop.
+
+        A run trained by another live process is asked to stop through the store; a finished
+        run is left as it is.
+        """
+        active = self._active_runs.get(run_id)
+        if active is not None:
+            active.stop(CANCELED_BY_REQUEST)
+            await active.done.wait()
+            return
+        record = await anyio.to_thread.run_sync(self.store.read, run_id)
+        if record.is_active:  # still alive in another process
+            await anyio.to_thread.run_sync(self.store.request_cancel, run_id)
+
+    async def delete_tuning_run(self, run_id: str) -> None:
+        """Stop the run if it is training, then remove it and its adapter from disk."""
+        active = self._active_runs.get(run_id)
+        if active is not None:
+            active.stop(RUN_DELETED)
+            await active.done.wait()
+        else:
+            record = await anyio.to_thread.run_sync(self.store.read, run_id)
+            if record.is_active:
+                await anyio.to_thread.run_sync(self.store.request_cancel, run_id)
+        await anyio.to_thread.run_sync(self.store.delete, run_id)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def _open_task_group(self) -> TaskGroup:
+        if self._task_group is None:
+            raise ConfigurationError(
+                "The local client is not open: use it as `async with LocalClient() as client:` "
+                "so that its training runs have a task group to run in."
+            )
+        return self._task_group
+
+    async def _train(self, active: _ActiveRun) -> None:
+        """The whole life of one run; always ends with its final state on disk."""
+        state: RunState = "canceled"
+        failure: str | None = None
+        try:
+            with active.scope:
+                await self._train_steps(active)
+                state = "completed"
+        except TrainingCancelled:
+            pass
+        except anyio.get_cancelled_exc_class():
+            if active.stop_reason is None:
+                active.stop_reason = CLIENT_CLOSED
+            raise
+        except Exception as exc:
+            state = "failed"
+            failure = f"{type(exc).__name__}: {exc}"
+            logger.warning("Local tuning run %s failed: %s", active.record.id, failure)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(active, state, failure)
+
+    async def _train_steps(self, active: _ActiveRun) -> None:
+        record = active.record
+        async with self._training_slots:
+            loaded = await self.models.get(record.base_model)
+            data = await anyio.to_thread.run_sync(self.store.load_data, record.data_ref)
+            build = functools.partial(
+                PromptTrainer, loaded, data.examples, active.config, cancel=active.cancel
+            )
+            trainer = await anyio.to_thread.run_sync(build, limiter=self._torch_limiter)
+            record.state = "running"
+            record.started_at = _now()
+            record.total_steps = trainer.total_steps
+            record.message = f"training: {trainer.total_steps} steps"
+            await self._save(active, force=True)
+            step = functools.partial(self._one_step, active, trainer)
+            while True:
+                result = await anyio.to_thread.run_sync(step, limiter=self._torch_limiter)
+                if result is None:
+                    break
+                record.add_metric(
+                    MetricPoint(
+                        iteration=result.iteration,
+                        epoch=result.epoch,
+                        loss=result.loss,
+                        timestamp=_now(),
+                    )
+                )
+                record.message = (
+                    f"epoch {result.epoch + 1}/{active.config.num_epochs}, "
+                    f"step {result.iteration}/{trainer.total_steps}"
+                )
+                await self._save(active, force=result.epoch_finished)
+            await anyio.to_thread.run_sync(
+                self.store.save_adapter, record.id, trainer.save, limiter=self._torch_limiter
+            )
+
+    def _one_step(self, active: _ActiveRun, trainer: PromptTrainer) -> StepResult | None:
+        """One optimizer step (worker thread); notices a cancel asked for by another process."""
+        if self.store.cancel_requested(active.record.id):
+            active.stop(CANCELED_ELSEWHERE, cancel_scope=False)  # scopes are not thread-safe
+        return trainer.step()
+
+    async def _save(self, active: _ActiveRun, *, force: bool = False) -> None:
+        """Write run.json if forced or due; the copy is taken here, in the event loop thread."""
+        now = anyio.current_time()
+        if not force and now - active.last_saved < _SAVE_INTERVAL:
+            return
+        active.last_saved = now
+        record = active.record
+        snapshot = record.model_copy(
+            update={"metrics": list(record.metrics), "epoch_losses": list(record.epoch_losses)}
+        )
+        await anyio.to_thread.run_sync(self.store.save, snapshot)
+
+    async def _finish(self, active: _ActiveRun, state: RunState, failure: str | None) -> None:
+        record = active.record
+        record.state = state
+        record.finished_at = _now()
+        if state == "completed":
+            losses = record.epoch_losses
+            record.message = f"completed: {len(record.metrics)} steps" + (
+                f", last epoch mean loss {losses[-1]:.4f}" if losses else ""
+            )
+        elif state == "canceled":
+            record.message = record.failure_message = active.stop_reason or CANCELED_BY_REQUEST
+        else:
+            record.message = "failed"
+            record.failure_message = failure
+        try:
+            if active.stop_reason != RUN_DELETED:
+                await self._save(active, force=True)
+        except RunNotFoundError:
+            logger.info("Local tuning run %s was deleted while it ran", record.id)
+        except OSError as exc:
+            logger.error(  # noqa: TRY400  (the message says it all; no traceback wanted)
+                "Could not record the end of local tuning run %s: %s", record.id, exc
+            )
+        finally:
+            self._active_runs.pop(record.id, None)
+            active.done.set()
+            logger.info("Local tuning run %s ended %s", record.id, state)

@@ -1,0 +1,278 @@
+"""The training engine on the tiny model: masking, padding, grouping, seeds, steps, cancel."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from granite_tuner.backends.local._models import LoadedModel
+from granite_tuner.backends.local._training import (
+    DEFAULT_INIT_TEXTS,
+    IGNORE_INDEX,
+    EncodedExample,
+    PromptTrainer,
+    TrainingCancelled,
+    TrainingConfig,
+    collate,
+    encode_examples,
+    plan_batches,
+)
+from granite_tuner.data import Example
+from granite_tuner.parameters import PromptTuningParameters
+from tests.local.conftest import constant_examples, review_examples
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"  # peft on transformers 5
+)
+
+FAST = TrainingConfig(num_epochs=1, batch_size=4, num_virtual_tokens=4, learning_rate=0.1)
+
+
+def ids(loaded: LoadedModel, text: str) -> list[int]:
+    encoded: list[int] = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return encoded
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_unset_parameters_take_local_defaults() -> None:
+    config = TrainingConfig.from_parameters(PromptTuningParameters(), seed=7)
+    assert config.learning_rate == 0.03
+    assert config.num_virtual_tokens == 20
+    assert config.batch_size == 8
+    assert config.accumulate_steps == 1
+    assert config.verbalizer == "{{input}}"
+    assert config.init_method == "text"
+    assert config.init_text == DEFAULT_INIT_TEXTS["classification"]
+    assert config.seed == 7
+
+
+def test_given_parameters_keep_their_meaning() -> None:
+    parameters = PromptTuningParameters(
+        task_id="summarization",
+        num_epochs=3,
+        learning_rate=0.1,
+        batch_size=2,
+        accumulate_steps=4,
+        max_input_tokens=64,
+        max_output_tokens=16,
+        init_method="random",
+        verbalizer="Text: {{input}} Summary:",
+        num_virtual_tokens=5,
+    )
+    config = TrainingConfig.from_parameters(parameters)
+    assert (config.num_epochs, config.learning_rate, config.batch_size) == (3, 0.1, 2)
+    assert (config.accumulate_steps, config.max_input_tokens, config.max_output_tokens) == (
+        4,
+        64,
+        16,
+    )
+    assert (config.init_method, config.init_text, config.num_virtual_tokens) == ("random", None, 5)
+    assert config.verbalizer == "Text: {{input}} Summary:"
+
+
+# --- encoding, masking, padding -----------------------------------------------------------------
+
+
+def test_examples_are_verbalised_and_targets_end_with_eos(tiny_loaded: LoadedModel) -> None:
+    config = TrainingConfig(verbalizer="review : {{input}} satisfied ?")
+    [encoded] = encode_examples(
+        tiny_loaded.tokenizer, [Example(input="the dog was good", output="yes")], config
+    )
+    bos = tiny_loaded.tokenizer.bos_token_id
+    assert encoded.prompt_ids == (bos, *ids(tiny_loaded, "review : the dog was good satisfied ?"))
+    assert encoded.target_ids == (*ids(tiny_loaded, "yes"), tiny_loaded.eos_token_id)
+
+
+def test_long_prompts_keep_their_end_and_bos(tiny_loaded: LoadedModel) -> None:
+    config = TrainingConfig(max_input_tokens=4, max_output_tokens=2)
+    [encoded] = encode_examples(
+        tiny_loaded.tokenizer,
+        [Example(input="the dog was good and the cat was bad", output="no no no")],
+        config,
+    )
+    assert encoded.prompt_ids == (
+        tiny_loaded.tokenizer.bos_token_id,
+        *ids(tiny_loaded, "cat was bad"),
+    )
+    assert encoded.target_ids == tuple(ids(tiny_loaded, "no no"))  # cut, so no EOS
+
+
+def test_labels_cover_the_output_tokens_only(tiny_loaded: LoadedModel) -> None:
+    short = EncodedExample(prompt_ids=(2, 10), target_ids=(40, 3))
+    long = EncodedExample(prompt_ids=(2, 10, 11, 12, 13), target_ids=(41, 42, 3))
+    batch = collate([short, long], pad_token_id=1)
+
+    assert batch.input_ids.tolist() == [
+        [1, 1, 1, 1, 2, 10, 40, 3],
+        [2, 10, 11, 12, 13, 41, 42, 3],
+    ]
+    assert batch.attention_mask.tolist() == [[0, 0, 0, 0, 1, 1, 1, 1], [1] * 8]
+    ignore = IGNORE_INDEX
+    assert batch.labels.tolist() == [
+        [ignore] * 6 + [40, 3],
+        [ignore] * 5 + [41, 42, 3],
+    ]
+    assert batch.target_width == 3
+    assert batch.num_target_tokens == 5
+
+
+def test_batches_are_padded_to_their_longest_example_only(tiny_loaded: LoadedModel) -> None:
+    encoded = encode_examples(tiny_loaded.tokenizer, review_examples(40), TrainingConfig())
+    lengths = [example.length for example in encoded]
+    for indices in plan_batches(lengths, 4, random.Random(0)):
+        batch = collate([encoded[i] for i in indices], tiny_loaded.pad_token_id)
+        assert batch.input_ids.shape == (len(indices), max(lengths[i] for i in indices))
+
+
+def test_batches_group_examples_of_similar_length() -> None:
+    rng = random.Random(1)
+    lengths = [rng.randint(5, 200) for _ in range(400)]
+    batches = plan_batches(lengths, 8, random.Random(0))
+
+    assert sorted(i for batch in batches for i in batch) == list(range(400))  # each once
+    assert all(len(batch) == 8 for batch in batches)
+
+    def padding(plan: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in plan)
+
+    order = list(range(400))
+    random.Random(0).shuffle(order)
+    unsorted = [order[k : k + 8] for k in range(0, 400, 8)]
+    assert padding(batches) < padding(unsorted) / 10
+    # seeded: the same plan again; another epoch's seed reorders the batches
+    assert plan_batches(lengths, 8, random.Random(0)) == batches
+    assert plan_batches(lengths, 8, random.Random(1)) != batches
+
+
+def test_loss_matches_peft_forward_on_unpadded_examples(tiny_loaded: LoadedModel) -> None:
+    """Left padding, explicit positions and trimmed logits give PEFT's own loss."""
+    examples = review_examples(6, seed=3)
+    trainer = PromptTrainer(tiny_loaded, examples, FAST)
+    batch = collate(trainer.examples, tiny_loaded.pad_token_id)
+    assert len({example.length for example in trainer.examples}) > 1  # really padded
+
+    with torch.no_grad():
+        ours = float(trainer.batch_loss(batch))
+        total, tokens = 0.0, 0
+        for example in trainer.examples:
+            input_ids = torch.tensor([[*example.prompt_ids, *example.target_ids]])
+            labels = torch.tensor(
+                [[IGNORE_INDEX] * len(example.prompt_ids) + list(example.target_ids)]
+            )
+            loss = trainer.peft_model(input_ids=input_ids, labels=labels).loss
+            count = len(example.target_ids)  # tokens predicted: all targets (BOS never is one)
+            total += float(loss) * count
+            tokens += count
+    assert ours == pytest.approx(total / tokens, rel=1e-4)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_the_same_losses(tiny_loaded: LoadedModel) -> None:
+    examples = review_examples(24)
+    for init_method in ("text", "random"):
+        config = TrainingConfig(
+            num_epochs=2,
+            batch_size=4,
+            num_virtual_tokens=4,
+            learning_rate=0.1,
+            init_method=init_method,
+            init_text="the dog was good" if init_method == "text" else None,
+            seed=5,
+        )
+        first = [r.loss for r in PromptTrainer(tiny_loaded, examples, config).train()]
+        second = [r.loss for r in PromptTrainer(tiny_loaded, examples, config).train()]
+        assert first == second
+        other = TrainingConfig(**{**config.to_dict(), "seed": 6})
+        assert [r.loss for r in PromptTrainer(tiny_loaded, examples, other).train()] != first
+
+
+def test_loss_falls_on_a_trivially_learnable_task(tiny_loaded: LoadedModel) -> None:
+    config = TrainingConfig(
+        num_epochs=8, batch_size=8, num_virtual_tokens=4, learning_rate=0.3, init_method="random"
+    )
+    results = PromptTrainer(tiny_loaded, constant_examples(32), config).train()
+    first = [r.loss for r in results if r.epoch == 0]
+    last = [r.loss for r in results if r.epoch == config.num_epochs - 1]
+    assert sum(last) / len(last) < 0.5 * sum(first) / len(first)
+
+
+def test_only_the_soft_prompt_changes(tiny_loaded: LoadedModel) -> None:
+    before = {name: p.detach().clone() for name, p in tiny_loaded.model.named_parameters()}
+    trainer = PromptTrainer(tiny_loaded, review_examples(8), FAST)
+    prompt_before = trainer.peft_model.get_prompt(batch_size=1).detach().clone()
+    trainer.train()
+    assert not torch.equal(trainer.peft_model.get_prompt(batch_size=1), prompt_before)
+    for name, param in tiny_loaded.model.named_parameters():
+        assert torch.equal(param, before[name]), name
+        assert not param.requires_grad
+    assert not tiny_loaded.model.training
+
+
+def test_accumulate_steps_make_one_optimizer_step_per_group(tiny_loaded: LoadedModel) -> None:
+    config = TrainingConfig(
+        num_epochs=2, batch_size=2, accumulate_steps=2, num_virtual_tokens=4, learning_rate=0.1
+    )
+    trainer = PromptTrainer(tiny_loaded, review_examples(10), config)  # 5 batches an epoch
+    calls = 0
+    optimizer_step = trainer.optimizer.step
+
+    def counting_step(closure: object = None) -> None:
+        nonlocal calls
+        calls += 1
+        optimizer_step()
+
+    trainer.optimizer.step = counting_step  # type: ignore[method-assign]
+    results = trainer.train()
+
+    assert trainer.steps_per_epoch == 3
+    assert trainer.total_steps == 6
+    assert calls == 6
+    assert [r.batches for r in results] == [2, 2, 1, 2, 2, 1]
+    assert [r.iteration for r in results] == [1, 2, 3, 4, 5, 6]
+    assert [r.epoch for r in results] == [0, 0, 0, 1, 1, 1]
+    assert [r.epoch_finished for r in results] == [False, False, True, False, False, True]
+    assert trainer.step() is None
+
+
+def test_cancel_stops_within_one_step(tiny_loaded: LoadedModel) -> None:
+    cancel = threading.Event()
+    config = TrainingConfig(
+        num_epochs=1, batch_size=2, accumulate_steps=4, num_virtual_tokens=4, learning_rate=0.1
+    )
+    trainer = PromptTrainer(tiny_loaded, review_examples(8), config, cancel=cancel)
+    prompt = trainer.peft_model.get_prompt(batch_size=1).detach().clone()
+    batches = 0
+    batch_loss = trainer.batch_loss
+
+    def loss_then_cancel(batch: object) -> torch.Tensor:
+        nonlocal batches
+        batches += 1
+        cancel.set()  # as if cancel_tuning_run came during the first batch
+        return batch_loss(batch)  # type: ignore[arg-type]
+
+    trainer.batch_loss = loss_then_cancel  # type: ignore[method-assign]
+    with pytest.raises(TrainingCancelled):
+        trainer.step()
+    assert batches == 1  # not the 4 batches of the step
+    assert trainer.iteration == 0
+    assert torch.equal(trainer.peft_model.get_prompt(batch_size=1), prompt)  # nothing applied
+
+
+def test_saved_adapter_loads_back_with_peft(tiny_loaded: LoadedModel, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    trainer = PromptTrainer(tiny_loaded, review_examples(8), FAST)
+    trainer.train()
+    trainer.save(tmp_path / "adapter")
+
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = PeftModel.from_pretrained(tiny_loaded.model, str(tmp_path / "adapter"))
+    assert torch.equal(loaded.get_prompt(batch_size=1), trainer.peft_model.get_prompt(batch_size=1))
