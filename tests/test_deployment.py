@@ -23,15 +23,12 @@ from granite_tuner import (
 from granite_tuner.backends.base import SERVING_NAME_PATTERN
 from granite_tuner.deployment import make_serving_name
 from granite_tuner.testing import FakeWatsonx, ServerHandle
+from tests.fakes import completed_model_id, watsonx_client
 
 pytestmark = pytest.mark.anyio
 
 BASE_MODEL = "ibm/granite-13b-instruct-v2"
 FAST_POLL = (0.01, 0.05)
-TRAIN = b"".join(
-    b'{"input": "Comment: visit %d\\nSatisfaction:\\n", "output": "%d"}\n' % (n, n % 2)
-    for n in range(60)
-)
 
 
 @pytest.fixture
@@ -48,15 +45,8 @@ def server(fake: FakeWatsonx) -> Iterator[ServerHandle]:
 def make_client(
     fake: FakeWatsonx, server: ServerHandle, limiter: RateLimiter | None = None
 ) -> WatsonxClient:
-    return WatsonxClient(
-        url=server.url,
-        api_key="deployment-test-key-123",
-        iam_url=server.url + "/identity/token",
-        project_id=fake.project_id,
-        verify=server.ca_cert_path,
-        retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=8),
-        rate_limiter=limiter,
-    )
+    retry = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=8)
+    return watsonx_client(fake, server, retry=retry, limiter=limiter)
 
 
 @pytest.fixture
@@ -66,15 +56,7 @@ async def client(fake: FakeWatsonx, server: ServerHandle) -> AsyncIterator[Watso
 
 
 async def tuned_model(client: WatsonxClient) -> str:
-    """A completed training's model id, made with the low-level resources."""
-    asset = await client.assets.upload(TRAIN, name="train.jsonl")
-    training = await client.trainings.create(
-        name="t", base_model=BASE_MODEL, task_id="classification", data_asset_id=asset.id
-    )
-    while not training.is_finished:
-        training = await client.trainings.get(training.id)
-    assert training.model_id is not None
-    return training.model_id
+    return await completed_model_id(client, BASE_MODEL)
 
 
 async def test_create_waits_until_ready_then_generates_and_deletes(

@@ -18,14 +18,11 @@ from granite_tuner import (
     mcnemar_exact,
 )
 from granite_tuner.testing import FakeWatsonx, Fault, GenerationCall, ServerHandle
+from tests.fakes import completed_model_id, watsonx_client
 
 pytestmark = pytest.mark.anyio
 
 BASE_MODEL = "ibm/granite-13b-instruct-v2"
-TRAIN = b"".join(
-    b'{"input": "Comment: visit %d\\nSatisfaction:\\n", "output": "%d"}\n' % (n, n % 2)
-    for n in range(60)
-)
 TEST_SET = LabelledSet(
     examples=tuple(
         Example(
@@ -64,26 +61,13 @@ def make_client(
     limiter: RateLimiter | None = None,
     retry: RetryPolicy | None = None,
 ) -> WatsonxClient:
-    return WatsonxClient(
-        url=server.url,
-        api_key="evaluation-test-key-123",
-        iam_url=server.url + "/identity/token",
-        project_id=fake.project_id,
-        verify=server.ca_cert_path,
-        retry=retry or RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=10),
-        rate_limiter=limiter,
-    )
+    retry = retry or RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=10)
+    return watsonx_client(fake, server, retry=retry, limiter=limiter)
 
 
 async def deploy_tuned(client: WatsonxClient) -> Deployment:
-    asset = await client.assets.upload(TRAIN, name="train.jsonl")
-    training = await client.trainings.create(
-        name="t", base_model=BASE_MODEL, task_id="classification", data_asset_id=asset.id
-    )
-    while not training.is_finished:
-        training = await client.trainings.get(training.id)
-    assert training.model_id is not None
-    return await Deployment.create(client, training.model_id, poll_interval=(0.01, 0.05))
+    model_id = await completed_model_id(client, BASE_MODEL)
+    return await Deployment.create(client, model_id, poll_interval=(0.01, 0.05))
 
 
 async def test_tuned_vs_base_report(fake: FakeWatsonx, server: ServerHandle) -> None:

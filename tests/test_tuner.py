@@ -34,6 +34,7 @@ from granite_tuner import (
 from granite_tuner._plotting import learning_curve_figure
 from granite_tuner.runs import loss_per_epoch
 from granite_tuner.testing import FakeWatsonx, Fault, ServerHandle
+from tests.fakes import watsonx_client
 
 pytestmark = pytest.mark.anyio
 
@@ -81,13 +82,8 @@ def server(fake: FakeWatsonx) -> Iterator[ServerHandle]:
 def make_client(
     fake: FakeWatsonx, server: ServerHandle, retry: RetryPolicy | None = None
 ) -> WatsonxClient:
-    return WatsonxClient(
-        url=server.url,
-        api_key="tuner-test-api-key-123",
-        iam_url=server.url + "/identity/token",
-        project_id=fake.project_id,
-        verify=server.ca_cert_path,
-        retry=retry or RetryPolicy(initial_backoff=0.01, max_backoff=0.02),
+    return watsonx_client(
+        fake, server, retry=retry or RetryPolicy(initial_backoff=0.01, max_backoff=0.02)
     )
 
 
