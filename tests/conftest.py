@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.tiny_model import build_tiny_model
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -35,3 +38,11 @@ def _isolated_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the tiny random model and its tokenizer (see tests/tiny_model.py)."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(folder)
+    return folder

@@ -194,7 +194,7 @@ class GenerationError(GraniteTunerError):
 
 
 class DeploymentNotFoundError(DeploymentError, LookupError):
-    """This client has no deployment with that id (local deployments live in memory only)."""
+    """There is no deployment with that id (a local deployment lives only as long as its client)."""
 
 
 class APIError(GraniteTunerError):

@@ -28,12 +28,9 @@ from granite_tuner.backends.local import DEFAULT_MODEL, LocalClient, RunStore
 from granite_tuner.data import LabelledSet
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import TuningRun
-from tests.local.conftest import review_examples
+from tests.tiny_model import review_examples
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
-]
+pytestmark = pytest.mark.anyio
 
 QUICK = PromptTuningParameters(
     num_epochs=2, batch_size=4, learning_rate=0.1, num_virtual_tokens=4, init_method="random"
@@ -200,7 +197,7 @@ import sys, anyio
 from granite_tuner.backends.local import LocalClient
 from granite_tuner.data import LabelledSet
 from granite_tuner.parameters import PromptTuningParameters
-from tests.local.conftest import review_examples
+from tests.tiny_model import review_examples
 
 async def main():
     model, home = sys.argv[1], sys.argv[2]

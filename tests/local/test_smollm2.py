@@ -10,12 +10,11 @@ import torch
 
 from granite_tuner import Tuner
 from granite_tuner.backends.local import DEFAULT_MODEL, LocalClient
-from tests.local.conftest import review_examples
+from tests.tiny_model import review_examples
 
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
 ]
 
 

@@ -15,7 +15,7 @@ from granite_tuner.backends.local._store import Owner, RunRecord, RunStore, new_
 from granite_tuner.data import LabelledSet
 from granite_tuner.errors import ConfigurationError, RunNotFoundError
 from granite_tuner.runs import MetricPoint, loss_per_epoch
-from tests.local.conftest import review_examples
+from tests.tiny_model import review_examples
 
 
 def record(**changes: object) -> RunRecord:

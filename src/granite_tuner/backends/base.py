@@ -65,7 +65,9 @@ class TuningBackend(Protocol):
         """Start one run. Must never start two, even when an answer is lost and retried."""
         ...
 
-    async def get_tuning_run(self, run_id: str) -> TuningRun: ...
+    async def get_tuning_run(self, run_id: str) -> TuningRun:
+        """The run's current state; `RunNotFoundError` when there is no such run."""
+        ...
 
     async def find_tuning_runs(self, name: str) -> list[TuningRun]:
         """Runs with exactly this name, newest first."""
@@ -105,7 +107,7 @@ SERVING_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,36}$")
 
 def check_serving_name(serving_name: str) -> str:
     """`serving_name` if valid, else a `ConfigurationError` that says what is allowed."""
-    if not SERVING_NAME_PATTERN.fullmatch(serving_name):
+    if not isinstance(serving_name, str) or not SERVING_NAME_PATTERN.fullmatch(serving_name):
         raise ConfigurationError(
             f"serving_name={serving_name!r} is not valid: use 1 to 36 lower-case letters, digits "
             "or underscores (e.g. 'reviews_pt_1'), or leave it out to get a generated one."
@@ -129,7 +131,9 @@ class ServingBackend(Protocol):
         """Start serving a tuned model. Must never create two, even when retried."""
         ...
 
-    async def get_deployment(self, deployment_id: str) -> DeploymentInfo: ...
+    async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
+        """The deployment's current state; `DeploymentNotFoundError` when there is none."""
+        ...
 
     async def delete_deployment(self, deployment_id: str) -> None: ...
 

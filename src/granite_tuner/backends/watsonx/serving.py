@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from granite_tuner.backends.base import DeploymentInfo
 from granite_tuner.backends.watsonx.models import Deployment as WireDeployment
+from granite_tuner.errors import ConfigurationError, DeploymentNotFoundError, NotFoundError
 from granite_tuner.generation import GenerationParameters, GenerationResult
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ def generation_parameters(
     """Check a plain mapping as `GenerationParameters` (a typo fails before sending)."""
     if parameters is None or isinstance(parameters, GenerationParameters):
         return parameters
+    if not isinstance(parameters, Mapping):
+        raise ConfigurationError(
+            "parameters must be GenerationParameters or a mapping of its fields, not "
+            f"{type(parameters).__name__}."
+        )
     return GenerationParameters.model_validate(dict(parameters))
 
 
@@ -53,7 +59,14 @@ class WatsonxServingMixin:
         return deployment_to_info(created)
 
     async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
-        return deployment_to_info(await self.deployments.get(deployment_id))
+        try:
+            deployment = await self.deployments.get(deployment_id)
+        except NotFoundError as exc:
+            raise DeploymentNotFoundError(
+                f"There is no deployment {deployment_id!r} in this project or space.",
+                deployment_id=deployment_id,
+            ) from exc
+        return deployment_to_info(deployment)
 
     async def delete_deployment(self, deployment_id: str) -> None:
         await self.deployments.delete(deployment_id)

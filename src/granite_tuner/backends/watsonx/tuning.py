@@ -14,6 +14,7 @@ from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo
 from granite_tuner.backends.watsonx.models import Training
 from granite_tuner.data import LabelledSet
+from granite_tuner.errors import NotFoundError, RunNotFoundError
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import MetricPoint, TuningRun
 
@@ -101,7 +102,13 @@ class WatsonxTuningMixin:
         return training_to_run(training)
 
     async def get_tuning_run(self, run_id: str) -> TuningRun:
-        return training_to_run(await self.trainings.get(run_id))
+        try:
+            training = await self.trainings.get(run_id)
+        except NotFoundError as exc:
+            raise RunNotFoundError(
+                f"There is no tuning run {run_id!r} in this project or space."
+            ) from exc
+        return training_to_run(training)
 
     async def find_tuning_runs(self, name: str) -> list[TuningRun]:
         runs = [training_to_run(t) for t in await self.trainings.list() if t.name == name]
