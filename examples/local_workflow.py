@@ -6,12 +6,16 @@ batched server, evaluates it and the base model on the test set, and prints the 
 (accuracy, F1, McNemar p-value), saved as JSON too. Changing `LocalClient()` to
 `WatsonxClient.from_env()` (and the base model to a watsonx one) runs it on IBM watsonx.ai.
 
-    python examples/local_workflow.py [output-folder]
+    python examples/local_workflow.py [output-folder] [--min-gain POINTS]
+
+With `--min-gain`, it exits with status 1 when the tuned model's accuracy does not beat the
+base model's by at least that many points (CI runs it so).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import math
 import time
 from pathlib import Path
 
@@ -28,29 +32,35 @@ from granite_tuner import (
     StepLogged,
     Tuner,
     TuningEvent,
+    load_examples,
 )
 from granite_tuner.backends.local import LocalClient
 from granite_tuner.datasets import test_path, train_path
 
+# Chosen to finish within 5 minutes on 2 CPU cores: training time is proportional to the tokens
+# the model reads, so each input keeps only its last 32 tokens (where a review's verdict is)
+# and the soft prompt has 8 virtual tokens. 4 epochs at learning rate 0.03 (falling linearly
+# to 0) take SmolLM2 from 0.50 to about 0.9 accuracy on the shipped test set.
 PARAMETERS = PromptTuningParameters(
     task_id="classification",
-    num_epochs=3,
+    num_epochs=4,
     learning_rate=0.03,
     batch_size=8,
     accumulate_steps=1,
-    max_input_tokens=128,
+    max_input_tokens=32,
     max_output_tokens=2,
     init_method="text",
     init_text="Classify the customer review as satisfied (1) or unsatisfied (0).",
     verbalizer="{{input}}",
-    num_virtual_tokens=20,
+    num_virtual_tokens=8,
 )
 GENERATION = {"decoding_method": "greedy", "max_new_tokens": 2}
 
 console = Console()
 
 
-async def main(out: Path) -> None:
+async def main(out: Path) -> float:
+    """The whole workflow; returns the tuned model's gain over the base model, in points."""
     started = time.perf_counter()
     async with LocalClient() as client:
         base_model = client.model_name
@@ -63,7 +73,10 @@ async def main(out: Path) -> None:
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            steps = progress.add_task("tuning", total=None, loss="")
+            training_set = load_examples(train_path())
+            batches = math.ceil(len(training_set.examples) / (PARAMETERS.batch_size or 1))
+            total_steps = batches * (PARAMETERS.num_epochs or 1)
+            steps = progress.add_task("tuning", total=total_steps, loss="")
 
             def on_event(event: TuningEvent) -> None:
                 if isinstance(event, StepLogged) and event.loss is not None:
@@ -75,7 +88,7 @@ async def main(out: Path) -> None:
             result = await Tuner(
                 client,
                 base_model=base_model,
-                training_data=train_path(),
+                training_data=training_set,
                 parameters=PARAMETERS,
                 name="grooming-reviews-demo",
                 poll_interval=(0.2, 1.0),
@@ -87,13 +100,14 @@ async def main(out: Path) -> None:
         async with await Deployment.create(client, result, delete_on_exit=True) as tuned:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
             with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-                items = progress.add_task("evaluating tuned and base", total=None)
+                test_set = load_examples(test_path(), purpose="evaluation")
+                items = progress.add_task("evaluating tuned and base", total=2 * len(test_set))
 
                 def on_item(item: ItemResult) -> None:
                     progress.update(items, advance=1)
 
                 report = await Evaluator(client, max_concurrency=16, parameters=GENERATION).compare(
-                    test_path(), tuned=tuned, base=base_model, on_progress=on_item
+                    test_set, tuned=tuned, base=base_model, baseline="base", on_progress=on_item
                 )
     console.print()
     console.print(report.to_markdown())
@@ -106,9 +120,18 @@ async def main(out: Path) -> None:
         f"\nAccuracy {base_accuracy:.2f} -> {tuned_accuracy:.2f} ({gain:+.0f} points) "
         f"in {elapsed:.0f} s. Report: {out / 'comparison.json'}"
     )
+    return gain
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "out/local-demo")
-    folder.mkdir(parents=True, exist_ok=True)
-    anyio.run(main, folder)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=Path("out/local-demo"))
+    parser.add_argument("--min-gain", type=float, default=None, metavar="POINTS")
+    arguments = parser.parse_args()
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    gain = anyio.run(main, arguments.out)
+    if arguments.min_gain is not None and gain < arguments.min_gain:
+        console.print(
+            f"[red]The tuned model gained {gain:.0f} points; expected {arguments.min_gain:.0f}."
+        )
+        raise SystemExit(1)

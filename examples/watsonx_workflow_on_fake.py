@@ -114,7 +114,7 @@ async def main(out: Path) -> None:
             ) as tuned:
                 print(f"Deployment {tuned.id} is {tuned.state} as {tuned.serving_name}")
                 report = await Evaluator(client, parameters={"max_new_tokens": 2}).compare(
-                    test_set, tuned=tuned, base=BASE_MODEL
+                    test_set, tuned=tuned, base=BASE_MODEL, baseline="base"
                 )
             print()
             print(report.to_markdown())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's main command: sets up ./.venv, then runs the end-to-end workflow.
-# (Until the local backend lands, the workflow runs against the bundled fake watsonx.ai.)
+# The README's main command: sets up ./.venv, then runs the whole prompt-tuning workflow offline
+# (tune SmolLM2 with PEFT on the CPU, learning curve, deploy, tuned vs base comparison).
+# Arguments go to examples/local_workflow.py: [output-folder] [--min-gain POINTS].
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-env.sh
-exec .venv/bin/python examples/watsonx_workflow_on_fake.py "$@"
+exec .venv/bin/python examples/local_workflow.py "$@"

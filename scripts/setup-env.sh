@@ -35,4 +35,6 @@ if [[ "$installed_torch" != "$TORCH_VERSION"* ]]; then
     echo "setup-env: expected torch $TORCH_VERSION, got $installed_torch" >&2
     exit 1
 fi
+echo "setup-env: converting the default model to safetensors (once, in \$GRANITE_TUNER_HOME)" >&2
+"$VENV/bin/python" -c "from granite_tuner.backends.local import prepare_default_model as p; p()"
 echo "$WANT" > "$STAMP"

@@ -19,7 +19,8 @@ def test_watsonx_workflow_on_the_fake(tmp_path: Path) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "| tuned (baseline) |" in completed.stdout
+    assert "| base (baseline) |" in completed.stdout
+    assert "| tuned vs base |" in completed.stdout
     report = json.loads((tmp_path / "comparison.json").read_text())
     assert report["reports"]["tuned"]["metrics"]["accuracy"] == 1.0
     assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"

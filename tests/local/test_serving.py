@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,10 +44,7 @@ from granite_tuner.errors import (
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.runs import TuningRun
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
-]
+pytestmark = pytest.mark.anyio
 
 BASE = "tiny-llama"
 WORDS = [
@@ -597,6 +595,33 @@ async def test_truncate_input_tokens_keeps_the_end(client: StandIn) -> None:
     assert short.text == of_tail.text
 
 
+async def test_a_tuned_deployment_reads_prompts_cut_as_in_training(
+    client: StandIn, tiny: Tiny
+) -> None:
+    """A run trained with max_input_tokens=4 saw only the last 4 tokens of each input."""
+    runs_root = tiny.adapter_dir.parent.parent
+    if not (runs_root / "run-short").exists():
+        shutil.copytree(tiny.adapter_dir, runs_root / "run-short" / "adapter")
+    client.runs["run-short"] = TuningRun(
+        id="run-short", state="completed", base_model=BASE, parameters={"max_input_tokens": 4}
+    )
+    short = await _deploy(client, "run-short")
+    full = await _deploy(client, "run-ok")
+    tail = " ".join(PROMPTS[2].split()[-4:])
+
+    answer = await client.generate(PROMPTS[2], deployment_id=short, parameters=GREEDY)
+    of_tail = await client.generate(tail, deployment_id=full, parameters=GREEDY)
+    assert answer.input_token_count == 4
+    assert answer.text == of_tail.text
+    # A request's own truncate_input_tokens wins over the run's.
+    longer = await client.generate(
+        PROMPTS[2],
+        deployment_id=short,
+        parameters=GREEDY.model_copy(update={"truncate_input_tokens": 6}),
+    )
+    assert longer.input_token_count == 6
+
+
 async def test_time_limit_stops_a_slow_generation(client: StandIn, tiny: Tiny) -> None:
     def slow(module: Any, args: Any) -> None:
         time.sleep(0.02)
@@ -860,10 +885,10 @@ async def test_a_locally_tuned_run_serves_what_it_learned(tiny_model_dir: Path, 
     from granite_tuner.backends.local.client import LocalClient
     from granite_tuner.data import LabelledSet
     from granite_tuner.parameters import PromptTuningParameters
-    from tests.local.conftest import constant_examples, review_examples
+    from tests.tiny_model import constant_examples, review_examples
 
     parameters = PromptTuningParameters(
-        num_epochs=8, batch_size=8, learning_rate=0.3, num_virtual_tokens=4, init_method="random"
+        num_epochs=8, batch_size=4, learning_rate=0.3, num_virtual_tokens=4, init_method="random"
     )
     model = str(tiny_model_dir)
     prompts = [example.input for example in review_examples(12, seed=99)]

@@ -23,11 +23,7 @@ from granite_tuner.backends.local._training import (
 )
 from granite_tuner.data import Example
 from granite_tuner.parameters import PromptTuningParameters
-from tests.local.conftest import constant_examples, review_examples
-
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"  # peft on transformers 5
-)
+from tests.tiny_model import constant_examples, review_examples
 
 FAST = TrainingConfig(num_epochs=1, batch_size=4, num_virtual_tokens=4, learning_rate=0.1)
 
@@ -221,25 +217,28 @@ def test_accumulate_steps_make_one_optimizer_step_per_group(tiny_loaded: LoadedM
         num_epochs=2, batch_size=2, accumulate_steps=2, num_virtual_tokens=4, learning_rate=0.1
     )
     trainer = PromptTrainer(tiny_loaded, review_examples(10), config)  # 5 batches an epoch
-    calls = 0
-    optimizer_step = trainer.optimizer.step
-
-    def counting_step(closure: object = None) -> None:
-        nonlocal calls
-        calls += 1
-        optimizer_step()
-
-    trainer.optimizer.step = counting_step  # type: ignore[method-assign]
     results = trainer.train()
 
+    (soft_prompt,) = trainer.optimizer.param_groups[0]["params"]
+    optimizer_steps = int(trainer.optimizer.state[soft_prompt]["step"])
     assert trainer.steps_per_epoch == 3
     assert trainer.total_steps == 6
-    assert calls == 6
+    assert optimizer_steps == 6
     assert [r.batches for r in results] == [2, 2, 1, 2, 2, 1]
     assert [r.iteration for r in results] == [1, 2, 3, 4, 5, 6]
     assert [r.epoch for r in results] == [0, 0, 0, 1, 1, 1]
     assert [r.epoch_finished for r in results] == [False, False, True, False, False, True]
     assert trainer.step() is None
+
+
+def test_the_learning_rate_falls_linearly_to_zero(tiny_loaded: LoadedModel) -> None:
+    config = TrainingConfig(num_epochs=2, batch_size=5, num_virtual_tokens=4, learning_rate=0.1)
+    trainer = PromptTrainer(tiny_loaded, review_examples(20), config)  # 4 steps an epoch
+    rates = [trainer.optimizer.param_groups[0]["lr"]]
+    while trainer.step() is not None:
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+
+    assert rates == pytest.approx([0.1 * (1 - done / 8) for done in range(9)])
 
 
 def test_cancel_stops_within_one_step(tiny_loaded: LoadedModel) -> None:

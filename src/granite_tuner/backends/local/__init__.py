@@ -17,6 +17,7 @@ from granite_tuner.backends.local._models import (
     LoadedModel,
     ModelCache,
     default_home,
+    prepare_default_model,
 )
 from granite_tuner.backends.local._store import RunRecord, RunStore
 from granite_tuner.backends.local._training import TrainingConfig
@@ -32,4 +33,5 @@ __all__ = [
     "RunStore",
     "TrainingConfig",
     "default_home",
+    "prepare_default_model",
 ]

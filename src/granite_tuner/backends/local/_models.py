@@ -15,11 +15,13 @@ when torch sees a GPU that supports it and on the CPU in float32 otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +48,7 @@ __all__ = [
     "LoadedModel",
     "ModelCache",
     "default_home",
+    "prepare_default_model",
     "resolve_device",
 ]
 
@@ -175,7 +178,13 @@ class ModelCache:
             if not (self.home / "models" / DEFAULT_MODEL / "config.json").is_file():
                 _default_package_folder()  # converted on first use: the package must be there
             return
-        if _local_folder(name) is not None:
+        folder = _local_folder(name)
+        if folder is not None:
+            if not (folder / "config.json").is_file():
+                raise ConfigurationError(
+                    f"The folder {str(folder)!r} holds no model (it has no config.json); pass "
+                    "the folder that save_pretrained() wrote, or a Hugging Face model id."
+                )
             return
         if not _in_hub_cache(name):
             raise _not_available(name)
@@ -219,10 +228,11 @@ class ModelCache:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                source, local_files_only=True, dtype=self.dtype
-            )
+            with _no_progress_bars():
+                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(
+                    source, local_files_only=True, dtype=self.dtype
+                )
         except OSError:
             raise _not_available(name) from None
         except ValueError as exc:
@@ -234,11 +244,16 @@ class ModelCache:
         return model, tokenizer
 
     def _default_model_folder(self) -> Path:
-        """The converted default model; converted from the bundled GGUF file the first time."""
-        target = self.home / "models" / DEFAULT_MODEL
-        if not (target / "config.json").is_file():
-            _convert_default_model(target)
-        return target
+        return prepare_default_model(self.home)
+
+
+def prepare_default_model(home: Path | None = None) -> Path:
+    """The converted default model's folder under `home`; converted from the bundled GGUF
+    file the first time (~20 s), so set-up scripts can do it once, ahead of the first run."""
+    target = (home if home is not None else default_home()) / "models" / DEFAULT_MODEL
+    if not (target / "config.json").is_file():
+        _convert_default_model(target)
+    return target
 
 
 def _default_package_folder() -> Path:
@@ -265,8 +280,9 @@ def _convert_default_model(target: Path) -> None:
 
     folder = _default_package_folder()
     logger.info("Converting %s to safetensors in %s (once, ~20 s)", _DEFAULT_GGUF, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=_DEFAULT_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=_DEFAULT_GGUF)
+    with _no_progress_bars():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=_DEFAULT_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=_DEFAULT_GGUF)
     # The weights are plain float32 now; transformers 5.x still remembers the GGUF quantizer and
     # refuses to save a "quantized" model, so both traces of it are removed first.
     if getattr(model, "hf_quantizer", None) is not None:
@@ -276,8 +292,9 @@ def _convert_default_model(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     try:
-        model.save_pretrained(str(scratch))
-        tokenizer.save_pretrained(str(scratch))
+        with _no_progress_bars():
+            model.save_pretrained(str(scratch))
+            tokenizer.save_pretrained(str(scratch))
         try:
             scratch.rename(target)
         except OSError:
@@ -285,6 +302,25 @@ def _convert_default_model(target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Keep transformers' tqdm bars ("Loading weights", ...) off the user's terminal.
+
+    A library that loads a model is not the program that owns the terminal: our own progress
+    goes through events, and the caller decides how to show it. The setting is restored after.
+    """
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    if was_enabled:
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _local_folder(name: str) -> Path | None:

@@ -47,6 +47,7 @@ Why it works this way:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import secrets
@@ -193,9 +194,18 @@ class _Served:
     loaded: LoadedModel | None = None
     soft_prompt: torch.Tensor | None = None
     verbalizer: str | None = None
+    #: A tuned model reads prompts as it was trained on them: cut to the run's
+    #: `max_input_tokens` (keeping the end), unless a request sets `truncate_input_tokens`.
+    max_input_tokens: int | None = None
 
     def verbalize(self, prompt: str) -> str:
         return self.verbalizer.replace("{{input}}", prompt) if self.verbalizer else prompt
+
+    def decode_settings(self, parameters: GenerationParameters | None) -> DecodeSettings:
+        settings = DecodeSettings.from_parameters(parameters)
+        if settings.truncate_input_tokens is None and self.max_input_tokens is not None:
+            settings = dataclasses.replace(settings, truncate_input_tokens=self.max_input_tokens)
+        return settings
 
 
 @dataclass(eq=False)
@@ -344,7 +354,7 @@ class LocalServingMixin:
         else:
             assert model_id is not None
             served = await self._base_model(model_id)
-        settings = DecodeSettings.from_parameters(checked)
+        settings = served.decode_settings(checked)
         seed = None
         if settings.sample:
             seed = checked.random_seed if checked and checked.random_seed else _random_seed()
@@ -418,6 +428,7 @@ class LocalServingMixin:
         except (GraniteTunerError, OSError) as exc:
             raise _DeployProblem(str(exc)) from None
         verbalizer = run.parameters.get("verbalizer")
+        max_input_tokens = run.parameters.get("max_input_tokens")
         return _Served(
             info=info.model_copy(update={"base_model_id": run.base_model}),
             loaded=loaded,
@@ -425,6 +436,7 @@ class LocalServingMixin:
             verbalizer=verbalizer
             if isinstance(verbalizer, str) and "{{input}}" in verbalizer
             else None,
+            max_input_tokens=max_input_tokens if isinstance(max_input_tokens, int) else None,
         )
 
     async def _base_model(self, model_id: str) -> _Served:

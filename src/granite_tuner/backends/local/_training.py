@@ -25,6 +25,7 @@ import inspect
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,12 @@ __all__ = [
 ]
 
 logger = get_logger("granite_tuner.local")
+
+# PEFT 0.21 reads the model's `is_gradient_checkpointing`, which transformers 5 deprecates with a
+# FutureWarning on every wrap; it concerns their code, not the user's, so it is not shown.
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 _T = TypeVar("_T")
 
@@ -309,6 +316,13 @@ class PromptTrainer:
         num_batches = math.ceil(len(self.examples) / config.batch_size)
         self.steps_per_epoch = math.ceil(num_batches / config.accumulate_steps)
         self.total_steps = self.steps_per_epoch * config.num_epochs
+        # The learning rate falls linearly from `learning_rate` to zero over the run (as
+        # transformers' Trainer does by default): large early steps find the task, small late
+        # ones settle the soft prompt instead of leaving it wherever the last batch pushed it.
+        total = self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda done: max(0.0, 1.0 - done / total)
+        )
         self.iteration = 0
         self._plan: _EpochPlan | None = None
 
@@ -335,6 +349,7 @@ class PromptTrainer:
             torch.autograd.backward(loss / len(group))
             total += float(loss.detach())
         self.optimizer.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         plan.next_group += 1
         self.iteration += 1
