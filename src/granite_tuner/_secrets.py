@@ -31,10 +31,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
     # Authorization header values.
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {REDACTED}"),
-    # key=value or "key": "value" pairs naming a credential.
+    # key=value or "key": "value" pairs naming a credential. No space after "=": our own
+    # advice ("pass api_key= (or set WATSONX_APIKEY)") must read as written.
     (
         re.compile(
-            r"(?i)\b(api_?key|access_token|refresh_token|password)(\"?\s*[:=]\s*\"?)[^\s\"'&,;}]+"
+            r"(?i)\b(api_?key|access_token|refresh_token|password)(=[\"']?|[\"']?\s*:\s*[\"']?)"
+            r"[^\s\"'&,;}]+"
         ),
         rf"\1\2{REDACTED}",
     ),

@@ -79,7 +79,9 @@ class Deployment:
     ) -> Deployment:
         """Deploy a tuned model (a `TuningResult` or a model id) and, by default, wait until
         it serves. On failure or timeout the error says which deployment it was; a failed
-        deployment is deleted, a slow one is left for you to attach to or delete."""
+        deployment is deleted, a slow one is left for you to attach to or delete. Cancelled
+        while creating or waiting, it deletes the deployment if `delete_on_exit` says so (else
+        the deployment is left, as a slow one is)."""
         if not isinstance(client, ServingBackend):
             raise ConfigurationError(
                 "client must be a serving backend such as WatsonxClient, "
@@ -96,11 +98,19 @@ class Deployment:
                     f"serving_name={serving_name!r} is already used by another deployment; "
                     "choose another, or leave it out to get a generated one."
                 )
-        info = await client.deploy(model_id, name=name, serving_name=serving_name)
+        # With delete_on_exit, a create once begun is seen through: a cancellation that came
+        # while it was in flight then lands below, with the deployment known, so it is deleted.
+        with anyio.CancelScope(shield=delete_on_exit):
+            info = await client.deploy(model_id, name=name, serving_name=serving_name)
         logger.info("Created deployment %s (%s) of model %s", info.id, serving_name, model_id)
         deployment = cls(client, info, delete_on_exit=delete_on_exit)
         if wait:
-            await deployment.wait_until_ready(timeout=timeout, poll_interval=poll_interval)
+            try:
+                await deployment.wait_until_ready(timeout=timeout, poll_interval=poll_interval)
+            except anyio.get_cancelled_exc_class():
+                if delete_on_exit:  # the caller will never hold it: it goes now
+                    await deployment._delete_quietly()
+                raise
         return deployment
 
     @classmethod

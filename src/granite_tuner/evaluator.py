@@ -54,8 +54,11 @@ from pydantic import ValidationError
 
 from granite_tuner._attempts import count_attempts
 from granite_tuner._secrets import get_logger, redact
+from granite_tuner.backends.base import ServingBackend
 from granite_tuner.data import Example, LabelledSet, aload_examples
+from granite_tuner.deployment import Deployment
 from granite_tuner.errors import ConfigurationError, DataProblem, InvalidDataError
+from granite_tuner.generation import GenerationParameters
 from granite_tuner.limits import RateLimiter
 from granite_tuner.metrics import (
     LabelParser,
@@ -225,9 +228,11 @@ class Evaluator:
     ) -> ComparisonReport:
         """Run every example through each target and compare each with the baseline.
 
-        `await evaluator.compare(test_set, tuned=deployment, base="ibm/granite-13b-instruct-v2")`
-        The baseline is `baseline`, or else the first target given. (Targets named "baseline"
-        or "on_progress" can be given in the `targets` mapping.)
+            await evaluator.compare(test_set, tuned=deployment, base=base_model, baseline="base")
+
+        The baseline is `baseline`, or else the first target given; each comparison reports
+        target minus baseline. (Targets named "baseline" or "on_progress" can be given in the
+        `targets` mapping.)
         """
         named = _named_targets(targets, named_targets)
         return await self._execute(data, named, _baseline(named, baseline), on_progress)
@@ -723,8 +728,11 @@ def _resolve_target(name: str, target: object, evaluator: Evaluator) -> _Target:
                 f"Target {name!r} is a model id ({target!r}); give the Evaluator a client "
                 "with generate() to call it, e.g. Evaluator(client)."
             )
+        _check_generation_parameters(evaluator, client)
         return _Target(name, partial(_call_model, generate, target), limited=False)
     method = getattr(target, "generate", None)
+    if isinstance(target, Deployment):
+        _check_generation_parameters(evaluator, target.client)
     if callable(method):  # e.g. a Deployment: its client applies the service's limits
         function: Callable[..., object] = method
         limited = False
@@ -742,6 +750,13 @@ def _resolve_target(name: str, target: object, evaluator: Evaluator) -> _Target:
             name,
         )
     return _Target(name, partial(_call_function, name, function, style), limited=limited)
+
+
+def _check_generation_parameters(evaluator: Evaluator, client: object) -> None:
+    """Parameters bound for one of our backends are checked once, before any call, so a typo
+    fails the run at once (`InvalidParametersError`) instead of failing every item."""
+    if evaluator._parameters is not None and isinstance(client, ServingBackend):
+        GenerationParameters.model_validate(evaluator._parameters)
 
 
 def _calling_style(name: str, function: Callable[..., object]) -> str:

@@ -13,7 +13,9 @@ What "reliably" means here:
 - the wait survives network faults: each status read is retried by the client, and if even
   that fails the wait goes on at the next poll; only the caller's `timeout` ends it early;
 - the poll interval starts short and grows to a cap, and resets when the state changes;
-- cancelling the awaiting task cancels the remote run only when `cancel_on_exit` asks for it;
+- cancelling the awaiting task cancels the remote run only when `cancel_on_exit` asks for it
+  (then even a cancellation that comes while the create call is in flight: the create is
+  finished first, so that the run it started is known and canceled);
 - a restarted program re-attaches with `Tuner.attach(client, run_id=...)` (or `name=`), or
   by passing `resume=True` with the same `name`.
 
@@ -269,13 +271,17 @@ class Tuner:
         data = await self._load_training_data()
         await self._check_base_model(self.base_model)
         self.data_ref = await self.client.upload_training_data(data, name=self.name)
-        run = await self.client.start_tuning(
-            name=self.name,
-            base_model=self.base_model,
-            data_ref=self.data_ref,
-            parameters=self.parameters,
-        )
-        self.run_id = run.id
+        # With cancel_on_exit, a create once begun is seen through: a cancellation that came
+        # while it was in flight (the service may already have started the run) then lands
+        # at the next await, with the run's id known, so the run can be canceled.
+        with anyio.CancelScope(shield=self.cancel_on_exit):
+            run = await self.client.start_tuning(
+                name=self.name,
+                base_model=self.base_model,
+                data_ref=self.data_ref,
+                parameters=self.parameters,
+            )
+            self.run_id = run.id
         logger.info("Started tuning run %s (%s) of %s", run.id, self.name, self.base_model)
         return RunSubmitted(run_id=run.id, name=self.name, base_model=self.base_model)
 
@@ -431,6 +437,11 @@ def _parameters(
     if parameters is None:
         parameters = PromptTuningParameters.model_validate({"task_id": task} if task else {})
     elif not isinstance(parameters, PromptTuningParameters):
+        if not isinstance(parameters, Mapping):
+            raise ConfigurationError(
+                "parameters must be PromptTuningParameters or a mapping of its fields "
+                f"(e.g. {{'num_epochs': 20}}), not {type(parameters).__name__}."
+            )
         values = dict(parameters)
         if task is not None:
             values.setdefault("task_id", task)

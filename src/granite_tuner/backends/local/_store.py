@@ -14,7 +14,8 @@ Why it is built this way:
 - Every write is atomic: a file is written under a temporary name and `os.replace`d; a folder
   is filled under a temporary name and renamed into place. A crash leaves the old version or
   the new one, never a torn `run.json` or a half-written adapter. Temporary names start with a
-  dot and are ignored when listing.
+  dot and are ignored when listing; the ones a killed process left in its run's folder are
+  removed when the run is next read.
 - A run records the process that runs it (pid, its start time, a host id). A run that says
   `queued` or `running` while that process is gone (or on another host, where it cannot be
   checked) is reported `failed` with a message saying it was interrupted, so nothing is ever
@@ -330,11 +331,21 @@ class RunStore:
     def cancel_requested(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / _CANCEL_MARKER).exists()
 
-    @staticmethod
-    def _as_reported(record: RunRecord) -> RunRecord:
+    def _as_reported(self, record: RunRecord) -> RunRecord:
         if record.is_active and not record.owner.is_alive():
+            if record.owner.host == host_id():  # surely dead, not alive on another host
+                self._remove_scratch(record.id)
             return record.as_interrupted()
         return record
+
+    def _remove_scratch(self, run_id: str) -> None:
+        """Remove what a killed writer left half-made in the run's folder (temporary names)."""
+        with contextlib.suppress(OSError):
+            for leftover in self.run_dir(run_id).glob(".*"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
     # --- training data -----------------------------------------------------------------------
 

@@ -91,7 +91,12 @@ class LocalTuningMixin:
     _task_group: TaskGroup | None
 
     async def tunable_models(self) -> list[BaseModelInfo]:
-        """The configured model, and any other model this client has loaded."""
+        """The configured model, and any other model this client has loaded.
+
+        Raises `ConfigurationError` when the configured model cannot be loaded offline, so that
+        a `Tuner` stops before it stores any training data.
+        """
+        await anyio.to_thread.run_sync(self.models.check_available, self.model_name)
         names = dict.fromkeys([self.model_name, *self.models.loaded_names()])
         return [BaseModelInfo(model_id=name, label=self.models.label(name)) for name in names]
 

@@ -71,6 +71,7 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
             )
         self.model_name = model
         self.home = Path(home).expanduser() if home is not None else default_home()
+        _check_home(self.home)
         self.device, self.dtype = resolve_device(device)
         self.seed = seed
         self.models = ModelCache(self.home, device=self.device, dtype=self.dtype)
@@ -118,5 +119,24 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
         task_group.cancel_scope.cancel()
         try:
             return await task_group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The task group hands back the body's own error wrapped in a group; let the error
+            # itself go on (unchanged) so that callers can catch it by its type.
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return False
+            raise
         finally:
             self._task_group = None
+
+
+def _check_home(home: Path) -> None:
+    """A `ConfigurationError` now if `home` cannot be a folder (a file is in the way)."""
+    for folder in (home, *home.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigurationError(
+                    f"home={str(home)!r} cannot be used: {str(folder)!r} is a file, not a "
+                    "folder. Pass the path of a folder (it is created if missing), or set "
+                    "GRANITE_TUNER_HOME to one."
+                )
+            return

@@ -191,9 +191,15 @@ def classify_transport_error(
             url=url,
         )
     if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.DecodingError):
+        # Plain HTTP sent to an HTTPS port ends like this too: the server hangs up.
+        scheme_hint = (
+            " If the server speaks HTTPS, use an https:// URL (WATSONX_URL)."
+            if url.lower().startswith("http://")
+            else ""
+        )
         return APIConnectionError(
             f"{where}: the connection broke before a complete answer arrived "
-            f"({type(exc).__name__}); the request may have been processed.",
+            f"({type(exc).__name__}); the request may have been processed.{scheme_hint}",
             method=method,
             url=url,
             may_have_been_processed=True,

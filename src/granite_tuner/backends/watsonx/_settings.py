@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from granite_tuner._secrets import register_secret
 from granite_tuner.backends.watsonx._endpoints import (
     API_VERSION,
     DEFAULT_IAM_URL,
+    PLATFORM_URLS,
     Scope,
     platform_url_for,
 )
@@ -36,6 +38,11 @@ ENV_VARS = {
     "space_id": "WATSONX_SPACE_ID",
 }
 _LOOPBACK_NAMES = {"localhost"}
+# Hosts of IBM Cloud's own watsonx.ai regions: each has a separate data-platform host.
+_IBM_CLOUD_ML_HOST = re.compile(
+    r"(?i)(private\.)?[a-z0-9-]+\.(ml\.cloud\.ibm\.com|aws\.wxai\.ibm\.com)"
+)
+_KNOWN_ML_HOSTS = frozenset(urlsplit(url).hostname or "" for url in PLATFORM_URLS)
 
 
 class WatsonxSettings(BaseModel):
@@ -62,8 +69,24 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_url(value: str, setting: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{setting} must be a URL string such as https://us-south.ml.cloud.ibm.com, "
+            f"not {type(value).__name__}."
+        )
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018  (reading it checks the port: a number from 0 to 65535)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{setting} is not a valid URL ({exc}): got {value!r}; write it like "
+            "https://us-south.ml.cloud.ibm.com."
+        ) from None
+    if (
+        parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or any(c.isspace() for c in parts.netloc)
+    ):
         raise ConfigurationError(
             f"{setting} must be an absolute URL such as https://us-south.ml.cloud.ibm.com, "
             f"got {value!r}."
@@ -76,6 +99,22 @@ def _check_url(value: str, setting: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{setting} must not carry a query or fragment, got {value!r}.")
     return value.strip().rstrip("/")
+
+
+def _unmapped_platform(ml_url: str) -> str:
+    """The ML URL itself as the platform URL, unless it names an IBM Cloud region we do not know.
+
+    Cloud Pak, a proxy or a fake serve both roles on one host; an IBM Cloud region never does,
+    so an unknown region (a typo, or a region newer than our table) must name its platform URL.
+    """
+    host = urlsplit(ml_url).hostname or ""
+    if _IBM_CLOUD_ML_HOST.fullmatch(host) and host not in _KNOWN_ML_HOSTS:
+        regions = ", ".join(sorted(h for h in _KNOWN_ML_HOSTS if not h.startswith("private.")))
+        raise ConfigurationError(
+            f"url (WATSONX_URL) {ml_url!r} names no watsonx.ai region this client knows; use "
+            f"one of {regions}, or pass platform_url= the data-platform URL of that region."
+        )
+    return ml_url
 
 
 def _from_credentials(credentials: Any) -> dict[str, Any]:
@@ -153,7 +192,7 @@ def resolve_settings(
     else:
         # Known IBM Cloud regions use a separate data-platform host; anything else (Cloud Pak,
         # a proxy, the fake server) serves both roles on one host.
-        platform = platform_url_for(ml_url) or ml_url
+        platform = platform_url_for(ml_url) or _unmapped_platform(ml_url)
     iam = _check_url(given["iam_url"], "iam_url") if given["iam_url"] else DEFAULT_IAM_URL
 
     if given["api_key"] and given["token"]:

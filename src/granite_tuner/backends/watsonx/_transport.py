@@ -9,7 +9,9 @@ Every call of the client goes through `Transport.request_json` or `request_no_co
 - a request that creates something (a POST not marked `safe_to_repeat`) is never sent a
   second time when the first may have reached the server: `find_existing` is asked first,
   and if it finds the object, that object is the answer. Without `find_existing` the
-  ambiguous error is raised as it is.
+  ambiguous error is raised as it is. A create that timed out may still be running on the
+  server, where a lookup cannot see it yet: it is never sent again, only looked up on each
+  remaining attempt, and if it never shows up the timeout is raised.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from granite_tuner.backends.watsonx._responses import (
 )
 from granite_tuner.backends.watsonx._retry import RetryPolicy, parse_retry_after, run_with_retries
 from granite_tuner.backends.watsonx.auth import Authenticator
-from granite_tuner.errors import APIError, NotFoundError, UnexpectedResponseError
+from granite_tuner.errors import (
+    APIError,
+    APITimeoutError,
+    NotFoundError,
+    UnexpectedResponseError,
+)
 from granite_tuner.limits import RateLimiter
 
 __all__ = ["Transport"]
@@ -57,6 +64,8 @@ class _Call:
     rate_limited: bool
     reauthenticated: bool = False
     may_exist: bool = False
+    # A create that timed out: the server may still be working on it, so it is not resent.
+    timed_out: APITimeoutError | None = None
 
 
 class Transport:
@@ -139,6 +148,8 @@ class Transport:
                         "%s: the earlier attempt had succeeded; using its result", operation
                     )
                     return found
+                if call.timed_out is not None:
+                    raise call.timed_out  # look again after the next backoff; never resend
             try:
                 response = await self._send(call, retry_ambiguous=retry_ambiguous)
                 return read_json(response, parse, operation=operation)
@@ -149,6 +160,8 @@ class Transport:
                     exc.retryable = retry_ambiguous
                 if exc.may_have_been_processed and not call.safe:
                     call.may_exist = True
+                    if isinstance(exc, APITimeoutError):
+                        call.timed_out = exc
                 raise
 
         return await run_with_retries(self.retry, attempt, description=operation)
@@ -206,6 +219,16 @@ class Transport:
         logger.debug("%s %s -> %d (%.3f s)", call.method, call.url, response.status_code, elapsed)
         if response.status_code in call.expect:
             return response
+        if 200 <= response.status_code < 300:
+            # A success, just not the one the protocol names: the server did act, so this is
+            # no error status (a create is then looked up, not sent again).
+            raise UnexpectedResponseError(
+                f"{call.operation}: the service answered HTTP {response.status_code}, not "
+                f"{' or '.join(map(str, sorted(call.expect)))} as the protocol promises.",
+                method=call.method,
+                url=call.url,
+                status_code=response.status_code,
+            )
         error = status_error(
             response,
             operation=call.operation,

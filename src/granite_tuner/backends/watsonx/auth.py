@@ -149,7 +149,13 @@ class IAMAuthenticator:
                 ) from None
             return self._read_exchange(response)
 
-        issued = await run_with_retries(self._retry, attempt, description="IAM token exchange")
+        try:
+            issued = await run_with_retries(self._retry, attempt, description="IAM token exchange")
+        except APIError as exc:
+            # The exchange has spent its own retry budget: the request that needed the token
+            # must not retry it again, or one call would make max_attempts**2 IAM requests.
+            exc.retryable = False
+            raise
         self.exchanges += 1
         logger.debug("IAM issued a token valid for %.0f s", issued.expires_at - self._clock())
         return issued
