@@ -10,6 +10,10 @@ echo "== ruff" >&2
 "$BIN/ruff" format --check .
 echo "== mypy --strict" >&2
 "$BIN/mypy"
+echo "== docs (mkdocs --strict)" >&2
+docs_dir="$(mktemp -d)"
+bash scripts/build-docs.sh "$docs_dir/site"
+rm -rf "$docs_dir"
 echo "== wheel builds" >&2
 wheel_dir="$(mktemp -d)"
 "$BIN/python" -m pip wheel -q --no-deps --no-build-isolation -w "$wheel_dir" . >/dev/null
