@@ -6,13 +6,21 @@ their ranges, checked before anything is sent; `GenerationResult` is the answer 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from granite_tuner.errors import ConfigurationError
 from granite_tuner.parameters import CheckedParameters, StrictFloat, StrictInt, rule_violation
 
-__all__ = ["DecodingMethod", "GenerationParameters", "GenerationResult", "StopReason"]
+__all__ = [
+    "DecodingMethod",
+    "GenerationParameters",
+    "GenerationResult",
+    "StopReason",
+    "checked_generation_parameters",
+]
 
 DecodingMethod = Literal["greedy", "sample"]
 StopReason = Literal[
@@ -68,6 +76,23 @@ class GenerationParameters(CheckedParameters):
         if "stop_sequences" in values:
             values["stop_sequences"] = list(values["stop_sequences"])
         return values
+
+
+def checked_generation_parameters(
+    parameters: GenerationParameters | Mapping[str, Any] | None,
+) -> GenerationParameters | None:
+    """A plain mapping checked as `GenerationParameters`, so a typo fails before any work.
+
+    What every backend's `generate` does with the parameters it is given.
+    """
+    if parameters is None or isinstance(parameters, GenerationParameters):
+        return parameters
+    if not isinstance(parameters, Mapping):
+        raise ConfigurationError(
+            "parameters must be GenerationParameters or a mapping of its fields, not "
+            f"{type(parameters).__name__}."
+        )
+    return GenerationParameters.model_validate(dict(parameters))
 
 
 class GenerationResult(BaseModel):

@@ -72,7 +72,11 @@ from granite_tuner.errors import (
     GenerationError,
     GraniteTunerError,
 )
-from granite_tuner.generation import GenerationParameters, GenerationResult
+from granite_tuner.generation import (
+    GenerationParameters,
+    GenerationResult,
+    checked_generation_parameters,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -342,7 +346,7 @@ class LocalServingMixin:
             )
         if not isinstance(prompt, str):
             raise ConfigurationError(f"prompt must be a str, not {type(prompt).__name__}.")
-        checked = _checked_parameters(parameters)
+        checked = checked_generation_parameters(parameters)
         if deployment_id is not None:
             served = self._deployment(deployment_id)
             if not served.info.is_ready:
@@ -683,20 +687,6 @@ def _closed_error(request: _Request) -> GenerationError:
     return _generation_error(
         request, "The local client was closed before this prompt was answered."
     )
-
-
-def _checked_parameters(
-    parameters: GenerationParameters | Mapping[str, Any] | None,
-) -> GenerationParameters | None:
-    """A plain mapping checked as `GenerationParameters`, so a typo fails before queueing."""
-    if parameters is None or isinstance(parameters, GenerationParameters):
-        return parameters
-    if not isinstance(parameters, Mapping):
-        raise ConfigurationError(
-            "parameters must be GenerationParameters or a mapping of its fields, not "
-            f"{type(parameters).__name__}."
-        )
-    return GenerationParameters.model_validate(dict(parameters))
 
 
 def _random_seed() -> int:

@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from granite_tuner.backends.base import DeploymentInfo
 from granite_tuner.backends.watsonx.models import Deployment as WireDeployment
-from granite_tuner.errors import ConfigurationError, DeploymentNotFoundError, NotFoundError
-from granite_tuner.generation import GenerationParameters, GenerationResult
+from granite_tuner.errors import DeploymentNotFoundError, NotFoundError
+from granite_tuner.generation import (
+    GenerationParameters,
+    GenerationResult,
+    checked_generation_parameters,
+)
 
 if TYPE_CHECKING:
     from granite_tuner.backends.watsonx.deployments import Deployments
@@ -30,20 +34,6 @@ def deployment_to_info(deployment: WireDeployment) -> DeploymentInfo:
         created_at=deployment.created_at,
         failure_message=failure or None,
     )
-
-
-def generation_parameters(
-    parameters: GenerationParameters | Mapping[str, Any] | None,
-) -> GenerationParameters | None:
-    """Check a plain mapping as `GenerationParameters` (a typo fails before sending)."""
-    if parameters is None or isinstance(parameters, GenerationParameters):
-        return parameters
-    if not isinstance(parameters, Mapping):
-        raise ConfigurationError(
-            "parameters must be GenerationParameters or a mapping of its fields, not "
-            f"{type(parameters).__name__}."
-        )
-    return GenerationParameters.model_validate(dict(parameters))
 
 
 class WatsonxServingMixin:
@@ -82,7 +72,7 @@ class WatsonxServingMixin:
         deployment_id: str | None = None,
         parameters: GenerationParameters | Mapping[str, Any] | None = None,
     ) -> GenerationResult:
-        checked = generation_parameters(parameters)
+        checked = checked_generation_parameters(parameters)
         return await self.generation.generate(
             prompt,
             model_id=model_id,
