@@ -6,11 +6,10 @@ non-interactive Agg backend, so no display is needed and nothing global is chang
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from granite_tuner._files import write_atomic_with
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -68,14 +67,4 @@ def learning_curve_figure(result: TuningResult) -> Figure:
 def save_learning_curve(result: TuningResult, path: Path) -> Path:
     """Write the figure as PNG atomically: a reader never sees half a file."""
     figure = learning_curve_figure(result)
-    path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic_with(path, lambda stream: figure.savefig(stream, format="png", dpi=100))

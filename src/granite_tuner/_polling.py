@@ -16,12 +16,13 @@ import anyio
 from granite_tuner._secrets import get_logger
 from granite_tuner.errors import (
     APIConnectionError,
+    ConfigurationError,
     RateLimitError,
     ServerError,
     UnexpectedResponseError,
 )
 
-__all__ = ["PollDeadline", "Poller"]
+__all__ = ["PollDeadline", "Poller", "checked_poll_interval", "checked_timeout"]
 
 logger = get_logger("granite_tuner.polling")
 
@@ -30,6 +31,40 @@ T = TypeVar("T")
 # Failures of a status read that say nothing about the object: wait and read again.
 TRANSIENT_READ_ERRORS = (APIConnectionError, ServerError, RateLimitError, UnexpectedResponseError)
 _GROWTH = 1.5
+
+
+def checked_timeout(timeout: object, *, what: str = "timeout") -> float | None:
+    """`timeout` if it is None (wait forever) or a positive number of seconds."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or math.isnan(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError(
+            f"{what} must be a positive number of seconds (or None to wait forever), "
+            f"got {timeout!r}."
+        )
+    return float(timeout)
+
+
+def checked_poll_interval(poll_interval: object) -> tuple[float, float]:
+    """`poll_interval` as (first, largest) seconds with 0 < first <= largest, both finite."""
+    values = tuple(poll_interval) if isinstance(poll_interval, tuple | list) else ()
+    numbers = [
+        float(v)
+        for v in values
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    if len(values) != 2 or len(numbers) != 2 or not 0 < numbers[0] <= numbers[1]:
+        raise ConfigurationError(
+            "poll_interval must be (first, largest) seconds between status reads, with "
+            f"0 < first <= largest, e.g. (2, 60); got {poll_interval!r}."
+        )
+    first, largest = numbers
+    return float(first), float(largest)
 
 
 class PollDeadline(Exception):

@@ -5,17 +5,21 @@ async with await Deployment.create(client, result, delete_on_exit=True) as tuned
     answer = await tuned.generate("Comment: lovely groomer!\\nSatisfaction:\\n")
 ```
 
-`create` validates (or generates) the serving name before sending anything, never creates
-two deployments for one call (the client looks a lost create up before repeating it), and
-waits until the service reports `ready` — polling with growing intervals, riding out network
-faults, within `timeout`. A deployment that fails raises `DeploymentFailedError` with the
-service's message. `Deployment.attach` picks up an existing deployment by id.
+`create` checks every argument and validates (or generates) the serving name before sending
+anything, never creates two deployments for one call (the client looks a lost create up
+before repeating it) nor for the caller's own retry of a call whose create may have landed
+(the same arguments on the same client reuse the earlier call's request tag, and the
+deployment is looked up by it first), and waits until the service reports `ready` — polling
+with growing intervals, riding out network faults, within `timeout`. A deployment that fails
+raises `DeploymentFailedError` with the service's message. `Deployment.attach` picks up an
+existing deployment by id.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+import weakref
 from collections.abc import Mapping
 from contextlib import aclosing
 from types import TracebackType
@@ -23,15 +27,25 @@ from typing import Any, Self
 
 import anyio
 
-from granite_tuner._polling import PollDeadline, Poller
+from granite_tuner._polling import (
+    PollDeadline,
+    Poller,
+    checked_poll_interval,
+    checked_timeout,
+)
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import (
     SERVING_NAME_PATTERN,
     DeploymentInfo,
     ServingBackend,
+    certainly_not_created,
+    check_id,
+    check_request_tag,
     check_serving_name,
+    new_request_tag,
 )
 from granite_tuner.errors import (
+    APIError,
     ConfigurationError,
     DeploymentFailedError,
     DeploymentTimeoutError,
@@ -45,6 +59,14 @@ logger = get_logger("granite_tuner.deployment")
 
 _NOT_SERVING_NAME = re.compile(r"[^a-z0-9_]+")
 _DELETE_GRACE_SECONDS = 30.0
+
+#: (model id, name, serving name as given) of a create that may have reached the service
+#: without an answer, per client -> its request tag. The caller's retry of the same call
+#: looks the deployment up by that tag before it creates anything.
+_CreateKey = tuple[str, str, str | None]
+_uncertain_creates: weakref.WeakKeyDictionary[ServingBackend, dict[_CreateKey, str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def make_serving_name(hint: str | None = None) -> str:
@@ -76,12 +98,15 @@ class Deployment:
         timeout: float | None = 900.0,
         poll_interval: tuple[float, float] = (1.0, 15.0),
         delete_on_exit: bool = False,
+        request_tag: str | None = None,
     ) -> Deployment:
         """Deploy a tuned model (a `TuningResult` or a model id) and, by default, wait until
-        it serves. On failure or timeout the error says which deployment it was; a failed
-        deployment is deleted, a slow one is left for you to attach to or delete. Cancelled
-        while creating or waiting, it deletes the deployment if `delete_on_exit` says so (else
-        the deployment is left, as a slow one is)."""
+        it serves. Every argument is checked before anything is sent. On failure or timeout
+        the error says which deployment it was; a failed deployment is deleted, a slow one is
+        left for you to attach to or delete — unless `delete_on_exit`, which deletes it on any
+        failure or cancellation after the create. A create whose answer was lost is never
+        repeated: calling `create` again with the same arguments on the same client (or with
+        `request_tag=error.request_tag`, from any process) finds the deployment it made."""
         if not isinstance(client, ServingBackend):
             raise ConfigurationError(
                 "client must be a serving backend such as WatsonxClient, "
@@ -89,29 +114,72 @@ class Deployment:
             )
         model_id, default_name = _model_of(source)
         name = name or default_name
-        if serving_name is None:
-            serving_name = make_serving_name(name)
-        else:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"name={name!r} must be a non-empty string.")
+        if serving_name is not None:
             check_serving_name(serving_name)
-            if not await client.serving_name_available(serving_name):
-                raise ConfigurationError(
-                    f"serving_name={serving_name!r} is already used by another deployment; "
-                    "choose another, or leave it out to get a generated one."
-                )
-        # With delete_on_exit, a create once begun is seen through: a cancellation that came
-        # while it was in flight then lands below, with the deployment known, so it is deleted.
-        with anyio.CancelScope(shield=delete_on_exit):
-            info = await client.deploy(model_id, name=name, serving_name=serving_name)
-        logger.info("Created deployment %s (%s) of model %s", info.id, serving_name, model_id)
+        timeout = checked_timeout(timeout)
+        poll_interval = checked_poll_interval(poll_interval)
+        key: _CreateKey = (model_id, name, serving_name)
+        uncertain = _uncertain_creates.setdefault(client, {})
+        tag = check_request_tag(request_tag) if request_tag is not None else uncertain.get(key)
+        info = await client.find_deployment_by_tag(tag) if tag is not None else None
+        if info is not None:
+            logger.info("Found deployment %s, made by an earlier create", info.id)
+        else:
+            tag = tag or new_request_tag()
+            info = await cls._create(client, model_id, name, serving_name, tag, delete_on_exit)
+        uncertain.pop(key, None)
+        logger.info("Deployment %s (%s) of model %s", info.id, info.serving_name, model_id)
         deployment = cls(client, info, delete_on_exit=delete_on_exit)
         if wait:
             try:
                 await deployment.wait_until_ready(timeout=timeout, poll_interval=poll_interval)
-            except anyio.get_cancelled_exc_class():
+            except BaseException:
                 if delete_on_exit:  # the caller will never hold it: it goes now
                     await deployment._delete_quietly()
                 raise
         return deployment
+
+    @staticmethod
+    async def _create(
+        client: ServingBackend,
+        model_id: str,
+        name: str,
+        serving_name: str | None,
+        tag: str,
+        delete_on_exit: bool,
+    ) -> DeploymentInfo:
+        """Send the one create; remember its tag while its outcome is unknown."""
+        uncertain = _uncertain_creates.setdefault(client, {})
+        key: _CreateKey = (model_id, name, serving_name)
+        if serving_name is not None and not await client.serving_name_available(serving_name):
+            raise ConfigurationError(
+                f"serving_name={serving_name!r} is already used by another deployment; "
+                "choose another, or leave it out to get a generated one."
+            )
+        uncertain[key] = tag
+        try:
+            # With delete_on_exit, a create once begun is seen through: a cancellation that
+            # came while it was in flight then lands after it, with the deployment known.
+            with anyio.CancelScope(shield=delete_on_exit):
+                info = await client.deploy(
+                    model_id,
+                    name=name,
+                    serving_name=serving_name or make_serving_name(name),
+                    request_tag=tag,
+                )
+        except Exception as exc:
+            if certainly_not_created(exc):
+                uncertain.pop(key, None)
+            elif isinstance(exc, APIError):
+                exc.add_request_tag(
+                    tag,
+                    "The deployment may have been created: call Deployment.create again with "
+                    f"the same arguments, or with request_tag={tag!r}, to find it.",
+                )
+            raise
+        return info
 
     @classmethod
     async def attach(
@@ -124,6 +192,8 @@ class Deployment:
         delete_on_exit: bool = False,
     ) -> Deployment:
         """An existing deployment, by id (waiting until it is ready, by default)."""
+        check_id(deployment_id, "deployment_id")
+        timeout = checked_timeout(timeout)
         deployment = cls(
             client, await client.get_deployment(deployment_id), delete_on_exit=delete_on_exit
         )
@@ -160,6 +230,8 @@ class Deployment:
         self, *, timeout: float | None = 900.0, poll_interval: tuple[float, float] = (1.0, 15.0)
     ) -> Self:
         """Poll until `ready`; `DeploymentFailedError` / `DeploymentTimeoutError` otherwise."""
+        timeout = checked_timeout(timeout)
+        poll_interval = checked_poll_interval(poll_interval)
         if self.info.is_ready:
             return self
         poller = Poller(

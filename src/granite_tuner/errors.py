@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from granite_tuner._secrets import redact
 
@@ -83,8 +83,25 @@ class ServiceErrorDetail(BaseModel):
     more_info: str | None = None
     target: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _redacted(cls, data: Any) -> Any:
+        """A service that echoes the request (a key, a token) must not leak it through us:
+        every string in the entry, however deep, passes through the redactor."""
+        return _redact_deep(data)
+
     def __str__(self) -> str:
         return f"{self.code}: {self.message}" if self.code else self.message
+
+
+def _redact_deep(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redact_deep(k): _redact_deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_deep(v) for v in value)
+    return value
 
 
 class GraniteTunerError(Exception):
@@ -209,11 +226,19 @@ class APIError(GraniteTunerError):
     may_have_been_processed: bool = False
     retryable: bool = False
     retry_immediately: bool = False
+    #: The request tag of a create this error interrupted (the object may exist under it).
+    request_tag: str | None = None
 
     def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
         super().__init__(message)
         self.method = method
         self.url = redact(url) if url is not None else None
+
+    def add_request_tag(self, request_tag: str, how_to_find: str) -> None:
+        """Mark a create that may have reached the service: its tag, and how to find it."""
+        self.request_tag = request_tag
+        self.message = redact(f"{self.message} {how_to_find}")
+        self.args = (self.message,)
 
 
 class APIConnectionError(APIError):
@@ -272,7 +297,7 @@ class APIStatusError(APIError):
         super().__init__(message, method=method, url=url)
         self.status_code = status_code
         self.errors = errors
-        self.trace = trace
+        self.trace = redact(trace) if trace is not None else None
         self.retry_after = retry_after
 
     @property

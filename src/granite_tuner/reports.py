@@ -14,13 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from granite_tuner._files import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -356,15 +357,5 @@ def _items_frame(items: Sequence[ItemResult]) -> pd.DataFrame:
 
 
 def _write_atomically(path: str | os.PathLike[str], text: str) -> Path:
-    """Write `text` (UTF-8) next to `path` under a temporary name, then rename it into place."""
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    """Write `text` as UTF-8, atomically."""
+    return write_atomic(path, text.encode("utf-8"))

@@ -143,6 +143,13 @@ class TuningResult(BaseModel):
         return loss_per_epoch(self.metrics)
 
     @property
+    def epochs_completed(self) -> int:
+        """Epochs known to be whole: every logged one of a completed run; of any other run,
+        the last logged epoch may have stopped part-way and is not counted."""
+        logged = len(epoch_groups(self.metrics))
+        return logged if self.succeeded else max(logged - 1, 0)
+
+    @property
     def final_loss(self) -> float | None:
         """Mean loss of the last epoch: the `loss` column of IBM's `summary()`."""
         losses = self.loss_per_epoch

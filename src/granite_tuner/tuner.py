@@ -8,8 +8,9 @@ result = await Tuner(client, base_model="ibm/granite-13b-instruct-v2",
 What "reliably" means here:
 
 - every check (data, parameters, base model) runs before anything is uploaded or started;
-- a run is created once per `Tuner`, even when the create answer is lost (the client looks
-  it up by a request tag before it would ever send the create again);
+- a run is created once per `Tuner`, even when the create answer is lost and even when the
+  caller calls `run()` again after a failed or cancelled create: the `Tuner` keeps its request
+  tag and looks the run up by it before it would ever send the create again;
 - the wait survives network faults: each status read is retried by the client, and if even
   that fails the wait goes on at the next poll; only the caller's `timeout` ends it early;
 - the poll interval starts short and grows to a cap, and resets when the state changes;
@@ -35,11 +36,23 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import anyio
 
-from granite_tuner._polling import PollDeadline, Poller
+from granite_tuner._polling import (
+    PollDeadline,
+    Poller,
+    checked_poll_interval,
+    checked_timeout,
+)
 from granite_tuner._secrets import get_logger
-from granite_tuner.backends.base import TuningBackend
+from granite_tuner.backends.base import (
+    TuningBackend,
+    certainly_not_created,
+    check_request_tag,
+    check_run_name,
+    new_request_tag,
+)
 from granite_tuner.data import LabelledSet, aload_examples
 from granite_tuner.errors import (
+    APIError,
     ConfigurationError,
     InvalidParametersError,
     RunNotFoundError,
@@ -84,8 +97,12 @@ class Tuner:
         task: the task id (`classification`, `generation`, ...).
         parameters: `PromptTuningParameters` or a dict of them; left-out values are the
             backend's defaults.
-        name: the run's name; generated when not given. With `resume=True`, an existing run of
-            this name is waited for instead of starting another.
+        name: the run's name (at most 100 printable characters; checked before anything is
+            sent); generated when not given. With `resume=True`, an existing run of this name
+            is waited for instead of starting another.
+        request_tag: the tag the create is sent with and looked up by, so that a create whose
+            answer was lost is found instead of repeated; generated when not given. Pass your
+            own (`granite-tuner.request.<hex>`) to keep create-once across processes.
         timeout: seconds to wait for the run before `TuningTimeoutError`; None waits forever.
         poll_interval: (first, largest) seconds between status reads.
         cancel_on_exit: cancel the remote run when the awaiting task is cancelled.
@@ -106,6 +123,7 @@ class Tuner:
         poll_interval: tuple[float, float] = (2.0, 60.0),
         cancel_on_exit: bool = False,
         on_event: EventCallback | None = None,
+        request_tag: str | None = None,
     ) -> None:
         if not isinstance(client, TuningBackend):
             raise ConfigurationError(
@@ -116,20 +134,16 @@ class Tuner:
         self.parameters = _parameters(parameters, task)
         self.base_model = base_model
         self.training_data = training_data
-        self.name = name or _generated_name(self.parameters.task_id)
+        self.name = (
+            check_run_name(name) if name is not None else _generated_name(self.parameters.task_id)
+        )
+        #: Sent with the create; a later `run()` looks the run up by it before creating again.
+        self.request_tag = (
+            check_request_tag(request_tag) if request_tag is not None else new_request_tag()
+        )
         self.resume = resume
-        if timeout is not None and not timeout > 0:
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds, got {timeout}."
-            )
-        self.timeout = timeout
-        first, largest = poll_interval
-        if not 0 < first <= largest:
-            raise ConfigurationError(
-                "poll_interval must be (first, largest) with 0 < first <= largest, "
-                f"got {poll_interval}."
-            )
-        self.poll_interval = (float(first), float(largest))
+        self.timeout = checked_timeout(timeout)
+        self.poll_interval = checked_poll_interval(poll_interval)
         self.cancel_on_exit = cancel_on_exit
         self.on_event = on_event
         #: The run's id once submitted or attached.
@@ -141,6 +155,10 @@ class Tuner:
         #: The last snapshot of the run.
         self.last_run: TuningRun | None = None
         self._attach_by_name: str | None = None
+        self._attach_by_tag = False
+        # True once a create was sent without a clear "not created" answer: the next attempt
+        # looks the run up by `request_tag` before it sends another create.
+        self._create_sent = False
 
     @classmethod
     def attach(
@@ -149,14 +167,17 @@ class Tuner:
         *,
         run_id: str | None = None,
         name: str | None = None,
+        tag: str | None = None,
         **options: Any,
     ) -> Tuner:
-        """A `Tuner` for a run that already exists, found by id or by name (the newest)."""
-        if (run_id is None) == (name is None):
-            raise ConfigurationError("Tuner.attach needs exactly one of run_id= or name=.")
-        tuner = cls(client, name=name, **options)
+        """A `Tuner` for a run that already exists, found by id, by name (the newest) or by
+        the request tag of a create whose answer was lost (`error.request_tag`)."""
+        if sum(value is not None for value in (run_id, name, tag)) != 1:
+            raise ConfigurationError("Tuner.attach needs exactly one of run_id=, name= or tag=.")
+        tuner = cls(client, name=name, request_tag=tag, **options)
         tuner.run_id = run_id
         tuner._attach_by_name = name
+        tuner._attach_by_tag = tag is not None
         return tuner
 
     def __repr__(self) -> str:
@@ -178,7 +199,7 @@ class Tuner:
 
     async def wait(self) -> TuningResult:
         """Wait for an attached or submitted run; the same as `run()` once a run exists."""
-        if self.run_id is None and self._attach_by_name is None:
+        if self.run_id is None and self._attach_by_name is None and not self._attach_by_tag:
             raise ConfigurationError("Nothing to wait for: call run() or Tuner.attach() first.")
         return await self.run()
 
@@ -238,7 +259,18 @@ class Tuner:
     # --- steps -------------------------------------------------------------------------------
 
     async def _resolve_existing(self) -> RunSubmitted | None:
-        """Attach by name: explicitly (`attach(name=)`) or with `resume=True`."""
+        """Attach by tag (`attach(tag=)`), by name (`attach(name=)`) or with `resume=True`."""
+        if self._attach_by_tag:
+            found = await self.client.find_tuning_run_by_tag(self.request_tag)
+            if found is None:
+                raise RunNotFoundError(
+                    f"There is no tuning run with the request tag {self.request_tag!r}: the "
+                    "create it was sent with never reached the service."
+                )
+            self.run_id = found.id
+            return RunSubmitted(
+                run_id=found.id, name=found.name, base_model=found.base_model, attached=True
+            )
         if self._attach_by_name is None and not self.resume:
             return None
         runs = await self.client.find_tuning_runs(self.name)
@@ -270,18 +302,47 @@ class Tuner:
             raise ConfigurationError("training_data is required to start a run.")
         data = await self._load_training_data()
         await self._check_base_model(self.base_model)
-        self.data_ref = await self.client.upload_training_data(data, name=self.name)
-        # With cancel_on_exit, a create once begun is seen through: a cancellation that came
-        # while it was in flight (the service may already have started the run) then lands
-        # at the next await, with the run's id known, so the run can be canceled.
-        with anyio.CancelScope(shield=self.cancel_on_exit):
-            run = await self.client.start_tuning(
-                name=self.name,
-                base_model=self.base_model,
-                data_ref=self.data_ref,
-                parameters=self.parameters,
+        if self.data_ref is None:
+            self.data_ref = await self.client.upload_training_data(data, name=self.name)
+        if self._create_sent:
+            # An earlier create of this Tuner may have started the run: find it, never repeat.
+            found = await self.client.find_tuning_run_by_tag(self.request_tag)
+            if found is not None:
+                self.run_id = found.id
+                logger.info("Found tuning run %s, started by an earlier create", found.id)
+                return RunSubmitted(run_id=found.id, name=self.name, base_model=self.base_model)
+        self._create_sent = True
+        try:
+            # With cancel_on_exit, a create once begun is seen through: a cancellation that
+            # came while it was in flight (the service may already have started the run) then
+            # lands at the next await, with the run's id known, so the run can be canceled.
+            with anyio.CancelScope(shield=self.cancel_on_exit):
+                run = await self.client.start_tuning(
+                    name=self.name,
+                    base_model=self.base_model,
+                    data_ref=self.data_ref,
+                    parameters=self.parameters,
+                    request_tag=self.request_tag,
+                )
+                self.run_id = run.id
+        except anyio.get_cancelled_exc_class():
+            logger.warning(
+                "Tuning run create cancelled in flight; it may exist: run() on this Tuner finds "
+                "it, or Tuner.attach(client, tag=%r)",
+                self.request_tag,
             )
-            self.run_id = run.id
+            raise
+        except Exception as exc:
+            if certainly_not_created(exc):
+                self._create_sent = False
+            elif isinstance(exc, APIError):
+                exc.add_request_tag(
+                    self.request_tag,
+                    "The run may have been created: call run() on the same Tuner again (it "
+                    "looks the run up before creating another), or "
+                    f"Tuner.attach(client, tag={self.request_tag!r}).",
+                )
+            raise
         logger.info("Started tuning run %s (%s) of %s", run.id, self.name, self.base_model)
         return RunSubmitted(run_id=run.id, name=self.name, base_model=self.base_model)
 

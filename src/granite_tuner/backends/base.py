@@ -8,6 +8,7 @@ models (`LabelledSet`, `PromptTuningParameters`, `TuningRun`), never wire JSON.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -15,21 +16,81 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from granite_tuner.data import LabelledSet
-from granite_tuner.errors import ConfigurationError
+from granite_tuner.errors import (
+    APIError,
+    APIStatusError,
+    ConfigurationError,
+    GraniteTunerError,
+)
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import TuningRun
 
 __all__ = [
     "FAILED_STATES",
+    "ID_PATTERN",
+    "MAX_RUN_NAME_LENGTH",
     "READY_STATES",
+    "REQUEST_TAG_PREFIX",
     "SERVING_NAME_PATTERN",
     "BaseModelInfo",
     "DeploymentInfo",
     "ServingBackend",
     "TuningBackend",
+    "certainly_not_created",
+    "check_id",
+    "check_request_tag",
+    "check_run_name",
     "check_serving_name",
+    "new_request_tag",
 ]
+
+
+#: What a service id looks like (watsonx.ai's are UUIDs, the local backend's too). Anything
+#: else (a `/`, `..`, spaces, `?`) could make a request hit another resource than the one
+#: named, so it is refused before anything is sent.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_id(value: object, what: str = "id") -> str:
+    """`value` if it has the shape of a service id, else a `ConfigurationError` (nothing sent)."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise ConfigurationError(
+            f"{what}={shown!r} is not a valid id: ids are 1 to 128 letters, digits, "
+            "'-', '_', '.' or ':' (such as a UUID). Check the id you passed."
+        )
+    return value
+
+
+#: Every create carries a tag `granite-tuner.request.<32 hex>`; when its answer is lost, the
+#: object is looked up by that tag instead of being created a second time.
+REQUEST_TAG_PREFIX = "granite-tuner.request."
+_REQUEST_TAG = re.compile(r"^granite-tuner\.request\.[0-9a-f]{32}$")
+
+
+def new_request_tag() -> str:
+    """A fresh request tag for one create (kept across the caller's own retries)."""
+    return REQUEST_TAG_PREFIX + uuid.uuid4().hex
+
+
+def check_request_tag(tag: object) -> str:
+    """`tag` if it has the shape `new_request_tag` gives, else a `ConfigurationError`."""
+    if not isinstance(tag, str) or not _REQUEST_TAG.fullmatch(tag):
+        raise ConfigurationError(
+            f"request tag {tag!r} is not valid: use the tag from error.request_tag or "
+            "new_request_tag() (`granite-tuner.request.` and 32 hex digits)."
+        )
+    return tag
+
+
+def certainly_not_created(error: BaseException) -> bool:
+    """Whether a failed create certainly made nothing: the service refused it (4xx), or the
+    call was refused before anything was sent. Anything else may have created the object."""
+    if isinstance(error, APIStatusError):
+        refused = 400 <= error.status_code < 500 and error.status_code not in (408, 409, 429)
+        return refused and not error.may_have_been_processed
+    return isinstance(error, GraniteTunerError) and not isinstance(error, APIError)
 
 
 class BaseModelInfo(BaseModel):
@@ -60,9 +121,20 @@ class TuningBackend(Protocol):
     async def delete_training_data(self, data_ref: str) -> None: ...
 
     async def start_tuning(
-        self, *, name: str, base_model: str, data_ref: str, parameters: PromptTuningParameters
+        self,
+        *,
+        name: str,
+        base_model: str,
+        data_ref: str,
+        parameters: PromptTuningParameters,
+        request_tag: str | None = None,
     ) -> TuningRun:
-        """Start one run. Must never start two, even when an answer is lost and retried."""
+        """Start one run, findable by `request_tag` (generated when not given). Must never
+        start two, even when an answer is lost and retried."""
+        ...
+
+    async def find_tuning_run_by_tag(self, request_tag: str) -> TuningRun | None:
+        """The run a create with this request tag started, or None if none did."""
         ...
 
     async def get_tuning_run(self, run_id: str) -> TuningRun:
@@ -115,6 +187,32 @@ def check_serving_name(serving_name: str) -> str:
     return serving_name
 
 
+#: Longest run name watsonx.ai stores (it cuts longer ones; both backends refuse them instead, so
+#: that a run is always found again by the name it was given).
+MAX_RUN_NAME_LENGTH = 100
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_run_name(name: object) -> str:
+    """`name` if a service can store it as given, else a `ConfigurationError` that says why."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(
+            f"name={name!r} is not a usable run name: give a non-empty string, or leave it out "
+            "to get a generated one."
+        )
+    if len(name) > MAX_RUN_NAME_LENGTH:
+        raise ConfigurationError(
+            f"name is {len(name)} characters long; a run name has at most {MAX_RUN_NAME_LENGTH} "
+            "(watsonx.ai would cut it, and the run could not be found again by its name)."
+        )
+    if _CONTROL_CHARACTERS.search(name) or name != name.strip():
+        raise ConfigurationError(
+            f"name={name!r} has control characters (such as a line break) or leading or "
+            "trailing spaces; the service refuses such names. Use printable characters."
+        )
+    return name
+
+
 #: Deployment states (legacy names included) that mean "serving" and "will not serve".
 READY_STATES = frozenset({"ready", "DEPLOY_SUCCESS"})
 FAILED_STATES = frozenset({"failed", "DEPLOY_FAILED"})
@@ -127,8 +225,15 @@ class ServingBackend(Protocol):
     @property
     def backend_name(self) -> Literal["watsonx", "local"]: ...
 
-    async def deploy(self, model_id: str, *, name: str, serving_name: str | None) -> DeploymentInfo:
-        """Start serving a tuned model. Must never create two, even when retried."""
+    async def deploy(
+        self, model_id: str, *, name: str, serving_name: str | None, request_tag: str | None = None
+    ) -> DeploymentInfo:
+        """Start serving a tuned model, findable by `request_tag` (generated when not given).
+        Must never create two, even when retried."""
+        ...
+
+    async def find_deployment_by_tag(self, request_tag: str) -> DeploymentInfo | None:
+        """The deployment a create with this request tag made, or None if none did."""
         ...
 
     async def get_deployment(self, deployment_id: str) -> DeploymentInfo:

@@ -40,7 +40,7 @@ from granite_tuner.events import (
     TuningEvent,
 )
 from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
-from granite_tuner.runs import TuningResult
+from granite_tuner.runs import TuningResult, epoch_groups
 
 __all__ = ["EvaluationProgress", "Renderer", "TuningProgress", "result_document"]
 
@@ -150,9 +150,9 @@ class Renderer:
             ("base model", result.base_model),
             ("tuned model id", result.model_id),
             ("task", result.task_id),
-            ("epochs done", str(len(losses)) if losses else None),
+            ("epochs done", str(result.epochs_completed) if losses else None),
             ("final loss", f"{result.final_loss:.4f}" if result.final_loss is not None else None),
-            ("loss per epoch", " → ".join(f"{loss:.3f}" for loss in losses) if losses else None),
+            ("loss per epoch", _losses_text(result) if losses else None),
             ("duration", _duration(result.duration_seconds)),
             ("training data", result.data_ref),
             (
@@ -374,6 +374,16 @@ def _count(value: int) -> Text:
 
 def _sign_style(value: float) -> str:
     return "green" if value > 0 else ("red" if value < 0 else "")
+
+
+def _losses_text(result: TuningResult) -> str:
+    """Mean loss per epoch; an epoch the run stopped in says so and how many steps it had."""
+    losses = result.loss_per_epoch
+    text = " → ".join(f"{loss:.3f}" for loss in losses)
+    if len(losses) > result.epochs_completed:
+        steps = len(epoch_groups(result.metrics)[-1][1])
+        text += f" (last epoch stopped after {steps} logged step{'s' if steps != 1 else ''})"
+    return text
 
 
 def _duration(seconds: float | None, *, precise: bool = False) -> str | None:

@@ -63,7 +63,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from granite_tuner._secrets import get_logger
-from granite_tuner.backends.base import DeploymentInfo, check_serving_name
+from granite_tuner.backends.base import DeploymentInfo, check_serving_name, new_request_tag
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.errors import (
     ConfigurationError,
@@ -195,6 +195,7 @@ class _Served:
     """A deployment as the server holds it: what it runs on, and its soft prompt if tuned."""
 
     info: DeploymentInfo
+    request_tag: str | None = None
     loaded: LoadedModel | None = None
     soft_prompt: torch.Tensor | None = None
     verbalizer: str | None = None
@@ -279,7 +280,9 @@ class LocalServingMixin:
 
     # --- ServingBackend ---------------------------------------------------------------------
 
-    async def deploy(self, model_id: str, *, name: str, serving_name: str | None) -> DeploymentInfo:
+    async def deploy(
+        self, model_id: str, *, name: str, serving_name: str | None, request_tag: str | None = None
+    ) -> DeploymentInfo:
         """Serve the soft prompt of the completed local run `model_id` (its run id).
 
         Loads the base model (once per client) and the soft prompt before returning, so the
@@ -306,8 +309,15 @@ class LocalServingMixin:
             logger.warning("Deployment %s of %s failed: %s", info.id, model_id, problem)
         if serving_name is not None:
             self._claim_serving_name(serving_name)  # again: another deploy may have taken it
+        served.request_tag = request_tag or new_request_tag()
         state.deployments[info.id] = served
         return served.info
+
+    async def find_deployment_by_tag(self, request_tag: str) -> DeploymentInfo | None:
+        for served in self._serving_state().deployments.values():
+            if served.request_tag == request_tag:
+                return served.info
+        return None
 
     async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
         return self._deployment(deployment_id).info

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from granite_tuner._files import write_atomic
 from granite_tuner._secrets import get_logger
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.errors import ConfigurationError, GraniteTunerError, RunNotFoundError
@@ -141,6 +142,8 @@ class RunRecord(BaseModel):
     #: The parameters as the caller gave them (unset ones left out).
     requested: dict[str, Any] = Field(default_factory=dict)
     data_ref: str
+    #: The tag the create came with: a caller whose answer was lost finds the run by it.
+    request_tag: str | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -238,7 +241,7 @@ class RunStore:
         scratch = self.runs_dir / f".{record.id}.tmp-{uuid.uuid4().hex}"
         scratch.mkdir()
         try:
-            _write_atomic(scratch / _RUN_FILE, _dump(record))
+            write_atomic(scratch / _RUN_FILE, _dump(record))
             scratch.rename(final)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -250,7 +253,7 @@ class RunStore:
         if not folder.is_dir():
             raise RunNotFoundError(f"Tuning run {record.id} was deleted.")
         try:
-            _write_atomic(folder / _RUN_FILE, _dump(record))
+            write_atomic(folder / _RUN_FILE, _dump(record))
         except FileNotFoundError:  # deleted while writing
             raise RunNotFoundError(f"Tuning run {record.id} was deleted.") from None
 
@@ -364,7 +367,7 @@ class RunStore:
         path = self.data_path(ref)
         if not path.is_file():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, content)
+            write_atomic(path, content)
         return ref
 
     def has_data(self, data_ref: str) -> bool:
@@ -387,17 +390,3 @@ class RunStore:
 
 def _dump(record: RunRecord) -> bytes:
     return record.model_dump_json(indent=1).encode("utf-8")
-
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    """Write `content` to `path` so that readers see the old file or the new one, never half."""
-    scratch = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with scratch.open("xb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(scratch, path)
-    except BaseException:
-        scratch.unlink(missing_ok=True)
-        raise

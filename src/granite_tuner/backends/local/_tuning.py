@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 
 from granite_tuner._secrets import get_logger
-from granite_tuner.backends.base import BaseModelInfo
+from granite_tuner.backends.base import BaseModelInfo, new_request_tag
 from granite_tuner.backends.local._models import ModelCache
 from granite_tuner.backends.local._store import Owner, RunRecord, RunState, RunStore, new_run_id
 from granite_tuner.backends.local._training import (
@@ -110,7 +110,13 @@ class LocalTuningMixin:
         await anyio.to_thread.run_sync(self.store.delete_data, data_ref)
 
     async def start_tuning(
-        self, *, name: str, base_model: str, data_ref: str, parameters: PromptTuningParameters
+        self,
+        *,
+        name: str,
+        base_model: str,
+        data_ref: str,
+        parameters: PromptTuningParameters,
+        request_tag: str | None = None,
     ) -> TuningRun:
         """Create the run and start training it in the background; returns it `queued`."""
         task_group = self._open_task_group()
@@ -130,6 +136,7 @@ class LocalTuningMixin:
             parameters=config.to_dict(),
             requested=parameters.model_dump(exclude_none=True),
             data_ref=data_ref,
+            request_tag=request_tag or new_request_tag(),
             created_at=_now(),
             message="waiting for a training slot",
             owner=Owner.current(),
@@ -157,6 +164,14 @@ class LocalTuningMixin:
             self._active_runs[r.id].record if r.id in self._active_runs else r for r in stored
         ]
         return [record.to_run() for record in records]
+
+    async def find_tuning_run_by_tag(self, request_tag: str) -> TuningRun | None:
+        for active in self._active_runs.values():
+            if active.record.request_tag == request_tag:
+                return active.record.to_run()
+        stored = await anyio.to_thread.run_sync(self.store.list_runs)
+        found = next((r for r in stored if r.request_tag == request_tag), None)
+        return found.to_run() if found is not None else None
 
     async def list_tuning_runs(self) -> list[TuningRun]:
         """Every stored run, newest first."""

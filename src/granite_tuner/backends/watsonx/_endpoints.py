@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
+
+from granite_tuner.backends.base import check_id
 
 __all__ = [
     "API_VERSION",
@@ -101,7 +103,10 @@ class Endpoint:
     rate_limited: bool = False
 
     def format_path(self, **path_params: str) -> str:
-        return self.path.format(**path_params)
+        """The path with each id checked and encoded, so it stays one path segment."""
+        return self.path.format(
+            **{name: quote(check_id(value, name), safe="") for name, value in path_params.items()}
+        )
 
     def query(self, scope: Scope, api_version: str, extra: dict[str, Any] | None) -> dict[str, Any]:
         params: dict[str, Any] = {}

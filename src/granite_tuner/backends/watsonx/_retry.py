@@ -17,14 +17,14 @@ import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from granite_tuner._secrets import get_logger
-from granite_tuner.errors import APIError
+from granite_tuner.errors import APIError, ConfigurationError
 
 __all__ = ["RetryPolicy", "parse_retry_after", "run_with_retries"]
 
@@ -41,15 +41,35 @@ class RetryPolicy(BaseModel):
     max_attempts: int = Field(
         default=6, ge=1, le=50, description="Attempts per request, first included."
     )
-    initial_backoff: float = Field(default=0.5, ge=0, description="Seconds before the first retry.")
-    max_backoff: float = Field(default=8.0, ge=0, description="Cap on one backoff, in seconds.")
+    initial_backoff: float = Field(
+        default=0.5, ge=0, allow_inf_nan=False, description="Seconds before the first retry."
+    )
+    max_backoff: float = Field(
+        default=8.0, ge=0, allow_inf_nan=False, description="Cap on one backoff, in seconds."
+    )
     jitter: float = Field(
         default=0.25, ge=0, le=1, description="Each backoff is randomised by up to this fraction."
     )
     max_retry_after: float = Field(
-        default=60.0, ge=0, description="Longest Retry-After waited out, in seconds."
+        default=60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Longest Retry-After waited out, in seconds.",
     )
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504, 520})
+
+    if not TYPE_CHECKING:  # type checkers keep the fields' own signature
+
+        def __init__(self, **values: Any) -> None:
+            """Bad values raise `ConfigurationError` (this package's tree), not pydantic's."""
+            try:
+                super().__init__(**values)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(part) for part in e['loc']) or 'value'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise ConfigurationError(f"RetryPolicy: {problems}.") from None
 
     def backoff(self, retry_number: int) -> float:
         """Seconds to wait before retry number `retry_number` (1 = the first retry)."""

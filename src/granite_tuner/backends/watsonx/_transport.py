@@ -164,7 +164,13 @@ class Transport:
                         call.timed_out = exc
                 raise
 
-        return await run_with_retries(self.retry, attempt, description=operation)
+        try:
+            return await run_with_retries(self.retry, attempt, description=operation)
+        except APIError as exc:
+            # Whatever the last attempt said, an earlier one may have created the object.
+            if call.may_exist:
+                exc.may_have_been_processed = True
+            raise
 
     async def request_no_content(
         self,

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import anyio
 import httpx
+from pydantic import SecretStr
 
 from granite_tuner._secrets import get_logger, register_secret
 from granite_tuner.backends.watsonx._responses import classify_transport_error, status_error
@@ -66,13 +67,14 @@ class StaticTokenAuthenticator:
 
     def __init__(self, token: str) -> None:
         register_secret(token)
-        self._token = token
+        # A secret-holding type: vars(), debuggers and crash reporters show no token.
+        self._token = SecretStr(token)
 
     def __repr__(self) -> str:
         return "StaticTokenAuthenticator(token=[REDACTED])"
 
     async def token(self) -> str:
-        return self._token
+        return self._token.get_secret_value()
 
     async def invalidate(self, rejected: str) -> bool:
         return False
@@ -80,9 +82,13 @@ class StaticTokenAuthenticator:
 
 @dataclass(frozen=True)
 class _IssuedToken:
-    value: str
+    secret: SecretStr
     expires_at: float
     refresh_at: float
+
+    @property
+    def value(self) -> str:
+        return self.secret.get_secret_value()
 
 
 class IAMAuthenticator:
@@ -98,7 +104,7 @@ class IAMAuthenticator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         register_secret(api_key)
-        self._api_key = api_key
+        self._api_key = SecretStr(api_key)
         self._http = http
         self._iam_url = iam_url
         self._retry = retry or RetryPolicy()
@@ -140,7 +146,10 @@ class IAMAuthenticator:
             try:
                 response = await self._http.post(
                     self._iam_url,
-                    data={"grant_type": _APIKEY_GRANT, "apikey": self._api_key},
+                    data={
+                        "grant_type": _APIKEY_GRANT,
+                        "apikey": self._api_key.get_secret_value(),
+                    },
                     headers={"Authorization": _IAM_CLIENT_AUTH, "Accept": "application/json"},
                 )
             except httpx.HTTPError as exc:
@@ -196,4 +205,6 @@ class IAMAuthenticator:
             )
         lifetime = max(0.0, expires_at - now)
         margin = min(_MAX_MARGIN, lifetime / 3)
-        return _IssuedToken(value=token, expires_at=expires_at, refresh_at=expires_at - margin)
+        return _IssuedToken(
+            secret=SecretStr(token), expires_at=expires_at, refresh_at=expires_at - margin
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import ssl
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -47,6 +48,25 @@ def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
     return verify
 
 
+def _http_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    """The httpx timeout for `timeout=`: seconds per request (positive), or httpx's own."""
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError(
+            f"timeout must be a positive, finite number of seconds per request (or an "
+            f"httpx.Timeout, or None for the default of 120 s), got {timeout!r}."
+        )
+    return httpx.Timeout(float(timeout), connect=min(10.0, float(timeout)))
+
+
 class WatsonxClient(WatsonxTuningMixin, WatsonxServingMixin):
     """An async client for watsonx.ai: credentials, scope, retries and the REST resources.
 
@@ -84,6 +104,7 @@ class WatsonxClient(WatsonxTuningMixin, WatsonxServingMixin):
         api_version: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        http_timeout = _http_timeout(timeout)  # arguments first: nothing is built on a bad one
         self.settings: WatsonxSettings = resolve_settings(
             url=url,
             api_key=api_key,
@@ -103,11 +124,6 @@ class WatsonxClient(WatsonxTuningMixin, WatsonxServingMixin):
         self.rate_limiter = rate_limiter or RateLimiter()
         self._owns_http = http_client is None
         if http_client is None:
-            http_timeout = timeout if isinstance(timeout, httpx.Timeout) else None
-            if http_timeout is None:
-                http_timeout = (
-                    DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout, connect=10.0)
-                )
             http_client = httpx.AsyncClient(
                 verify=_ssl_context(verify),
                 timeout=http_timeout,

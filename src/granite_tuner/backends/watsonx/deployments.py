@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from granite_tuner.backends.base import check_serving_name
+from granite_tuner.backends.base import check_request_tag, check_serving_name, new_request_tag
 from granite_tuner.backends.watsonx import _endpoints as ep
 from granite_tuner.backends.watsonx._pagination import list_all
 from granite_tuner.backends.watsonx._transport import Transport
 from granite_tuner.backends.watsonx.models import Deployment
-from granite_tuner.backends.watsonx.trainings import REQUEST_TAG_PREFIX
 from granite_tuner.errors import ConflictError
 
 __all__ = ["Deployments"]
@@ -32,11 +30,13 @@ class Deployments:
         description: str | None = None,
         tags: Sequence[str] = (),
         base_model_id: str | None = None,
+        request_tag: str | None = None,
     ) -> Deployment:
-        """Deploy a stored (tuned) model. Returns at once; the state starts `initializing`."""
+        """Deploy a stored (tuned) model. Returns at once; the state starts `initializing`.
+        The create carries `request_tag` (generated when not given): `find_by_tag` finds it."""
         if serving_name is not None:
             check_serving_name(serving_name)
-        request_tag = REQUEST_TAG_PREFIX + uuid.uuid4().hex
+        request_tag = new_request_tag() if request_tag is None else check_request_tag(request_tag)
         online: dict[str, Any] = (
             {"parameters": {"serving_name": serving_name}} if serving_name else {}
         )
@@ -52,8 +52,7 @@ class Deployments:
             body["base_model_id"] = base_model_id
 
         async def find_existing() -> Deployment | None:
-            found = await self.list(tag=request_tag)
-            return found[0] if found else None
+            return await self.find_by_tag(request_tag)
 
         return await self._transport.request_json(
             "POST",
@@ -73,6 +72,11 @@ class Deployments:
             parse=Deployment.from_wire,
             operation=f"Reading deployment {deployment_id}",
         )
+
+    async def find_by_tag(self, request_tag: str) -> Deployment | None:
+        """The deployment a create with this request tag made, or None."""
+        found = await self.list(tag=check_request_tag(request_tag))
+        return found[0] if found else None
 
     async def list(
         self, *, tag: str | None = None, serving_name: str | None = None

@@ -42,11 +42,17 @@ class WatsonxServingMixin:
     deployments: Deployments
     generation: Generation
 
-    async def deploy(self, model_id: str, *, name: str, serving_name: str | None) -> DeploymentInfo:
+    async def deploy(
+        self, model_id: str, *, name: str, serving_name: str | None, request_tag: str | None = None
+    ) -> DeploymentInfo:
         created = await self.deployments.create(
-            model_id=model_id, name=name, serving_name=serving_name
+            model_id=model_id, name=name, serving_name=serving_name, request_tag=request_tag
         )
         return deployment_to_info(created)
+
+    async def find_deployment_by_tag(self, request_tag: str) -> DeploymentInfo | None:
+        found = await self.deployments.find_by_tag(request_tag)
+        return deployment_to_info(found) if found is not None else None
 
     async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
         try:

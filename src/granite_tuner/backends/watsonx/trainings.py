@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from granite_tuner.backends.base import (
+    REQUEST_TAG_PREFIX,
+    check_request_tag,
+    check_run_name,
+    new_request_tag,
+)
 from granite_tuner.backends.watsonx import _endpoints as ep
 from granite_tuner.backends.watsonx._pagination import list_all
 from granite_tuner.backends.watsonx._transport import Transport
@@ -13,11 +18,6 @@ from granite_tuner.backends.watsonx.models import Training
 from granite_tuner.errors import BadRequestError
 
 __all__ = ["REQUEST_TAG_PREFIX", "Trainings"]
-
-#: Each create carries a tag `granite-tuner.request.<uuid>`: if the answer is lost, the
-#: training is found again by that tag instead of being created a second time.
-REQUEST_TAG_PREFIX = "granite-tuner.request."
-_MAX_NAME_LENGTH = 100
 
 
 class Trainings:
@@ -37,10 +37,13 @@ class Trainings:
         tags: Sequence[str] = (),
         description: str = "Prompt tuning with granite-tuner",
         auto_update_model: bool = True,
+        request_tag: str | None = None,
     ) -> Training:
         """Start a prompt-tuning run. `parameters` are the optional `prompt_tuning` fields of
-        §7.1 (num_epochs, learning_rate, ...); None values are left to the service."""
-        request_tag = REQUEST_TAG_PREFIX + uuid.uuid4().hex
+        §7.1 (num_epochs, learning_rate, ...); None values are left to the service. The create
+        carries `request_tag` (generated when not given): `find_by_tag` finds the run again."""
+        check_run_name(name)
+        request_tag = new_request_tag() if request_tag is None else check_request_tag(request_tag)
         prompt_tuning: dict[str, Any] = {
             "base_model": {"model_id": base_model},
             "task_id": task_id,
@@ -61,13 +64,12 @@ class Trainings:
             "tags": ["prompt_tuning", *tags, request_tag],
             "prompt_tuning": prompt_tuning,
             "auto_update_model": auto_update_model,
-            "name": name[:_MAX_NAME_LENGTH],
+            "name": name,
             "description": description,
         }
 
         async def find_existing() -> Training | None:
-            found = await self.list(tag=request_tag)
-            return found[0] if found else None
+            return await self.find_by_tag(request_tag)
 
         return await self._transport.request_json(
             "POST",
@@ -87,6 +89,11 @@ class Trainings:
             parse=Training.from_wire,
             operation=f"Reading training {training_id}",
         )
+
+    async def find_by_tag(self, request_tag: str) -> Training | None:
+        """The training a create with this request tag started, or None."""
+        found = await self.list(tag=check_request_tag(request_tag))
+        return found[0] if found else None
 
     async def list(
         self, *, tag: str | None = None, state: str | None = None, limit: int = 200

@@ -72,22 +72,32 @@ class WatsonxTuningMixin:
         ]
 
     async def upload_training_data(self, data: LabelledSet, *, name: str) -> str:
-        """Upload as JSONL. The asset name carries the content hash, so an identical set
-        uploaded before (by this or another run) is found and re-used instead."""
-        stem = _UNSAFE_NAME_CHARACTERS.sub("-", name).strip("-")[:60] or "training-data"
-        asset_name = f"{stem}-{data.content_hash()[:16]}.jsonl"
+        """Upload as JSONL. The asset is named by the content hash alone, so an identical set
+        uploaded before (by this or any other run, whatever its name) is found and re-used."""
+        asset_name = f"granite-tuner-data-{data.content_hash()[:32]}.jsonl"
         for existing in await self.assets.find_by_name(asset_name):
             if existing.attachments:
                 logger.info("Re-using data asset %s (%s): same content", existing.id, asset_name)
                 return existing.id
-        asset = await self.assets.upload(data.to_jsonl(), name=asset_name, file_name=asset_name)
+        asset = await self.assets.upload(
+            data.to_jsonl(),
+            name=asset_name,
+            file_name=asset_name,
+            description=f"Training data for {_UNSAFE_NAME_CHARACTERS.sub('-', name)[:60]}",
+        )
         return asset.id
 
     async def delete_training_data(self, data_ref: str) -> None:
         await self.assets.delete(data_ref)
 
     async def start_tuning(
-        self, *, name: str, base_model: str, data_ref: str, parameters: PromptTuningParameters
+        self,
+        *,
+        name: str,
+        base_model: str,
+        data_ref: str,
+        parameters: PromptTuningParameters,
+        request_tag: str | None = None,
     ) -> TuningRun:
         if parameters.num_virtual_tokens is not None:
             logger.warning("watsonx.ai chooses the number of virtual tokens; ignoring %d",
@@ -98,8 +108,13 @@ class WatsonxTuningMixin:
             task_id=parameters.task_id,
             data_asset_id=data_ref,
             parameters=parameters.to_watsonx(),
+            request_tag=request_tag,
         )
         return training_to_run(training)
+
+    async def find_tuning_run_by_tag(self, request_tag: str) -> TuningRun | None:
+        training = await self.trainings.find_by_tag(request_tag)
+        return training_to_run(training) if training is not None else None
 
     async def get_tuning_run(self, run_id: str) -> TuningRun:
         try:
