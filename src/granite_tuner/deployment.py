@@ -128,7 +128,7 @@ class Deployment:
             logger.info("Found deployment %s, made by an earlier create", info.id)
         else:
             tag = tag or new_request_tag()
-            info = await cls._create(client, model_id, name, serving_name, tag, delete_on_exit)
+            info = await cls._create(client, key, tag, uncertain, delete_on_exit)
         uncertain.pop(key, None)
         logger.info("Deployment %s (%s) of model %s", info.id, info.serving_name, model_id)
         deployment = cls(client, info, delete_on_exit=delete_on_exit)
@@ -144,15 +144,13 @@ class Deployment:
     @staticmethod
     async def _create(
         client: ServingBackend,
-        model_id: str,
-        name: str,
-        serving_name: str | None,
+        key: _CreateKey,
         tag: str,
+        uncertain: dict[_CreateKey, str],
         delete_on_exit: bool,
     ) -> DeploymentInfo:
-        """Send the one create; remember its tag while its outcome is unknown."""
-        uncertain = _uncertain_creates.setdefault(client, {})
-        key: _CreateKey = (model_id, name, serving_name)
+        """Send the one create; keep its tag in `uncertain` while its outcome is unknown."""
+        model_id, name, serving_name = key
         if serving_name is not None and not await client.serving_name_available(serving_name):
             raise ConfigurationError(
                 f"serving_name={serving_name!r} is already used by another deployment; "

@@ -26,7 +26,7 @@ import json
 import os
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -807,12 +807,6 @@ def fake() -> FakeWatsonx:
         api_keys=[API_KEY],
         models=[*default_models(), retired],
     )
-
-
-@pytest.fixture
-def server(fake: FakeWatsonx) -> Iterator[ServerHandle]:
-    with fake.serve(tls=True) as handle:
-        yield handle
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])

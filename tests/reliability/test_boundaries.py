@@ -106,17 +106,6 @@ async def test_no_secret_survives_in_any_attribute_of_an_error_from_an_echoing_s
         assert TOKEN not in text
 
 
-@pytest.fixture
-def fake() -> FakeWatsonx:
-    return FakeWatsonx(training_polls=1, deployment_polls=1)
-
-
-@pytest.fixture
-def server(fake: FakeWatsonx) -> Iterator[ServerHandle]:
-    with fake.serve(tls=True) as handle:
-        yield handle
-
-
 async def test_the_client_holds_credentials_only_in_secret_holding_types(
     fake: FakeWatsonx, server: ServerHandle
 ) -> None:

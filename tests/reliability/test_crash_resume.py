@@ -25,7 +25,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -194,12 +194,6 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
 def fake() -> FakeWatsonx:
     # The training runs until the test lets it finish (see `let_it_finish`).
     return FakeWatsonx(training_polls=10**9, metrics_per_epoch=2)
-
-
-@pytest.fixture
-def server(fake: FakeWatsonx) -> Iterator[ServerHandle]:
-    with fake.serve(tls=True) as handle:
-        yield handle
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ wrong resource or leave something behind, on the fake watsonx.ai over real HTTPS
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,6 @@ FAST_POLLS = (0.01, 0.05)
 #: The client gives up on an answer after SHORT_TIMEOUT; the fake answers the create later.
 SHORT_TIMEOUT = 0.3
 LATE_ANSWER = 0.8
-
-
-@pytest.fixture
-def fake() -> FakeWatsonx:
-    return FakeWatsonx(training_polls=1, deployment_polls=1)
-
-
-@pytest.fixture
-def server(fake: FakeWatsonx) -> Iterator[ServerHandle]:
-    with fake.serve(tls=True) as handle:
-        yield handle
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -341,17 +341,6 @@ CASES = [
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> FakeWatsonx:
-    return FakeWatsonx(training_polls=1, deployment_polls=1)
-
-
-@pytest.fixture
-def server(fake: FakeWatsonx) -> Iterator[ServerHandle]:
-    with fake.serve(tls=True) as handle:
-        yield handle
 
 
 def client_under_test(fake: FakeWatsonx, server: ServerHandle, case: FaultCase) -> WatsonxClient:
