@@ -52,7 +52,7 @@ __all__ = [
     "load_examples",
 ]
 
-_logger = get_logger(__name__)
+_logger = get_logger("granite_tuner.data")
 
 Purpose = Literal["training", "evaluation"]
 DataFormat = Literal["auto", "json", "jsonl", "csv"]
