@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import granite_tuner.data as data_module
+import granite_tuner.data._loading as loading_module
 import granite_tuner.data._reading as reading_module
 from granite_tuner import ConfigurationError, DataProblem, InvalidDataError
 from granite_tuner.data import (
@@ -695,13 +696,13 @@ async def test_aload_examples_runs_in_a_worker_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    original = reading_module.load_examples
+    original = loading_module.load_examples
 
     def recording(*args: Any, **kwargs: Any) -> LabelledSet:
         threads.append(threading.get_ident())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(reading_module, "load_examples", recording)
+    monkeypatch.setattr(loading_module, "load_examples", recording)
     path = tmp_path / "train.jsonl"
     path.write_text(jsonl(rows()))
     loaded = await aload_examples(path, task_id="classification", max_input_tokens=64)
