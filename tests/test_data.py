@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 import granite_tuner.data as data_module
+import granite_tuner.data._loading as loading_module
+import granite_tuner.data._reading as reading_module
 from granite_tuner import ConfigurationError, DataProblem, InvalidDataError
 from granite_tuner.data import (
     TRAINING_LIMITS,
@@ -360,7 +362,7 @@ def test_bad_input_is_a_typed_error_that_says_what_to_fix(case: Bad, tmp_path: P
 def test_a_file_over_the_size_limit_is_refused_before_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data_module, "TRAINING_LIMITS", TrainingLimits(max_file_bytes=100))
+    monkeypatch.setattr(reading_module, "TRAINING_LIMITS", TrainingLimits(max_file_bytes=100))
     path = tmp_path / "train.jsonl"
     path.write_text(jsonl(rows()))
     with pytest.raises(InvalidDataError) as caught:
@@ -694,13 +696,13 @@ async def test_aload_examples_runs_in_a_worker_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    original = data_module.load_examples
+    original = loading_module.load_examples
 
     def recording(*args: Any, **kwargs: Any) -> LabelledSet:
         threads.append(threading.get_ident())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(data_module, "load_examples", recording)
+    monkeypatch.setattr(loading_module, "load_examples", recording)
     path = tmp_path / "train.jsonl"
     path.write_text(jsonl(rows()))
     loaded = await aload_examples(path, task_id="classification", max_input_tokens=64)
