@@ -105,7 +105,9 @@ def test_sdk_chat(model: Any, expected: Expected) -> None:
         answer = model.chat(messages=user(prompt), params=CHAT)
         assert answer["choices"][0]["message"]["content"] == expected.answers[RUN_NAMES[3]][prompt]
         streamed = model.chat_stream(messages=user(prompt), params=CHAT)
-        text = "".join(c["choices"][0]["delta"].get("content", "") for c in streamed if c["choices"])
+        text = "".join(
+            c["choices"][0]["delta"].get("content", "") for c in streamed if c["choices"]
+        )
         assert text == expected.answers[RUN_NAMES[3]][prompt]
 
 
@@ -113,7 +115,9 @@ def test_sdk_base_model_generation(api_client: Any, expected: Expected) -> None:
     from ibm_watsonx_ai.foundation_models import ModelInference
 
     base = ModelInference(model_id="tiny-model0", api_client=api_client, project_id="any")
-    assert base.generate_text(prompt=PROMPTS[1], params=GREEDY) == expected.answers["base"][PROMPTS[1]]
+    assert (
+        base.generate_text(prompt=PROMPTS[1], params=GREEDY) == expected.answers["base"][PROMPTS[1]]
+    )
 
 
 @pytest.mark.anyio
@@ -153,7 +157,7 @@ def test_langchain_watsonx_llm(server: RunningServer, api_client: Any, expected:
     want = expected.answers[RUN_NAMES[0]]
     assert llm.invoke(PROMPTS[0]) == want[PROMPTS[0]]
     assert "".join(llm.stream(PROMPTS[1])) == want[PROMPTS[1]]
-    assert llm.batch(PROMPTS) == [want[p] for p in PROMPTS]
+    assert llm.batch(list[Any](PROMPTS)) == [want[p] for p in PROMPTS]
 
 
 def test_langchain_chat_watsonx(server: RunningServer, api_client: Any, expected: Expected) -> None:
@@ -168,7 +172,7 @@ def test_langchain_chat_watsonx(server: RunningServer, api_client: Any, expected
     want = expected.answers[RUN_NAMES[0]]
     assert chat.invoke(PROMPTS[0]).content == want[PROMPTS[0]]
     assert "".join(str(chunk.content) for chunk in chat.stream(PROMPTS[1])) == want[PROMPTS[1]]
-    assert [m.content for m in chat.batch(PROMPTS)] == [want[p] for p in PROMPTS]
+    assert [m.content for m in chat.batch(list[Any](PROMPTS))] == [want[p] for p in PROMPTS]
 
 
 @pytest.mark.anyio

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from granite_tuner.errors import ConfigurationError
 
@@ -56,6 +56,22 @@ class ServeConfig(BaseModel):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
+    if not TYPE_CHECKING:  # hidden so that the pydantic plugin keeps checking keyword names
+
+        def __init__(self, **data: Any) -> None:
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise _configuration_error(exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Like `BaseModel.model_validate`, raising `ConfigurationError`."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _configuration_error(exc) from None
+
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
         if not self.api_keys and not self.insecure_no_auth:
@@ -78,3 +94,16 @@ class ServeConfig(BaseModel):
     @property
     def scheme(self) -> str:
         return "https" if self.ssl_certfile is not None else "http"
+
+
+def _configuration_error(exc: ValidationError) -> ConfigurationError:
+    """Pydantic's error as ours: our own rule's message as it is, others with their field."""
+    problems = []
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigurationError):
+            problems.append(cause.message)
+        else:
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            problems.append(f"{where}: {error['msg']}")
+    return ConfigurationError("Server settings: " + " ".join(problems))
