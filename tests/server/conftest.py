@@ -63,7 +63,7 @@ def served_home(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
                     ),
                 )
                 with anyio.fail_after(120):
-                    while not (run := await client.get_tuning_run(run.id)).is_finished:  # noqa: ASYNC110  # polls over HTTP
+                    while not (run := await client.get_tuning_run(run.id)).is_finished:  # noqa: ASYNC110  # polls the run
                         await anyio.sleep(0.01)
                 assert run.state == "completed", run.failure_message
                 ids[name] = run.id
