@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 from rich.console import Console
 
 from granite_tuner._version import __version__
-from granite_tuner.cli import _cleanup, _demo, _serving, _tuning
+from granite_tuner.cli import _cleanup, _demo, _serve, _serving, _tuning
 from granite_tuner.cli._backends import BackendOptions, resolve_credentials
 from granite_tuner.cli._context import Context, Handler
 from granite_tuner.cli._exit import EXIT_CODE_TABLE, ExitCode, exit_code_for, innermost
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serving.register(subparsers, [common])
     _cleanup.register(subparsers, [common])
     _demo.register(subparsers, [common])
+    _serve.register(subparsers, [common])
     return parser
 
 
@@ -91,6 +92,13 @@ def run_command(argv: Sequence[str] | None, *, out: Console, err: Console) -> in
     ui = Renderer(out=out, err=err, json_mode=args.json)
     ctx = Context(command=args.command, ui=ui, backend=BackendOptions.from_args(args))
     handler: Handler = args.handler
+    sync_handler = getattr(args, "sync_handler", None)
+    if sync_handler is not None:  # runs its own event loop and signal handling (serve)
+        try:
+            code: int = sync_handler(ctx, args)
+        except Exception as error:
+            return _failed(ctx, error)
+        return code
     try:
         if args.command not in _LOCAL_ONLY:
             ctx.backend = resolve_credentials(ctx.backend)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import _assets, _catalog, _deployments, _generation, _platform, _trainings
+from . import _assets, _catalog, _deployments, _generation, _platform, _streaming, _trainings
 from ._faults import Fault
 from ._http import ApiError, Request, Response, error_body
 from ._server import ConnectionDropped, Receive, Scope, Send
@@ -94,6 +94,21 @@ ROUTES: list[Route] = [
         "POST",
         "/ml/v1/deployments/{deployment_id}/text/generation",
         _generation.generate_with_deployment,
+    ),
+    # streaming and chat (granite_tuner.server builds the same bodies)
+    _route("POST", "/ml/v1/text/generation_stream", _streaming.generate_stream),
+    _route("POST", "/ml/v1/text/chat", _streaming.chat),
+    _route("POST", "/ml/v1/text/chat_stream", _streaming.chat_stream),
+    _route(
+        "POST",
+        "/ml/v1/deployments/{deployment_id}/text/generation_stream",
+        _streaming.deployment_generate_stream,
+    ),
+    _route("POST", "/ml/v1/deployments/{deployment_id}/text/chat", _streaming.deployment_chat),
+    _route(
+        "POST",
+        "/ml/v1/deployments/{deployment_id}/text/chat_stream",
+        _streaming.deployment_chat_stream,
     ),
 ]
 

@@ -50,6 +50,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,16 @@ from granite_tuner.errors import ConfigurationError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "decode_batch", "load_soft_prompt"]
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "TextSink",
+    "decode_batch",
+    "load_soft_prompt",
+]
+
+#: Receives, after each decoding step, `(row, new text)` for the streamed rows whose text grew.
+TextSink = Callable[[list[tuple[int, str]]], None]
 
 #: The files `PeftModel.save_pretrained` writes for a prompt-tuning adapter.
 ADAPTER_CONFIG = "adapter_config.json"
@@ -143,15 +153,31 @@ def decode_batch(
     *,
     soft_prompt: torch.Tensor | None = None,
     should_abort: Callable[[], bool] | None = None,
+    on_text: TextSink | None = None,
+    streamed_rows: Sequence[int] = (),
 ) -> list[Decoded]:
     """Generate for every text in one `model.generate` call; one `Decoded` per text, in order.
 
     `seeds` holds each request's sampling seed (ignored for greedy decoding). `should_abort` is
     polled after every decoding step; when it answers true the batch stops there and every
     answer has `stop_reason="cancelled"`.
+
+    `on_text` (with `streamed_rows`) streams: after every decoding step it gets the text the
+    streamed rows gained, and at the end what is left of each row's final answer, so that the
+    pieces of a row always add up to its `Decoded.text`.
     """
+    streamer = (
+        _Streamer(tokenizer, settings, set(streamed_rows), on_text)
+        if on_text is not None and streamed_rows
+        else None
+    )
     with torch.inference_mode():
-        return _decode(model, tokenizer, texts, seeds, settings, soft_prompt, should_abort)
+        answers = _decode(
+            model, tokenizer, texts, seeds, settings, soft_prompt, should_abort, streamer
+        )
+    if streamer is not None:
+        streamer.finish(answers)
+    return answers
 
 
 def _decode(
@@ -162,6 +188,7 @@ def _decode(
     settings: DecodeSettings,
     soft_prompt: torch.Tensor | None,
     should_abort: Callable[[], bool] | None,
+    streamer: _Streamer | None = None,
 ) -> list[Decoded]:
     prompts = _encode(
         tokenizer, texts, settings.truncate_input_tokens, need_one=soft_prompt is None
@@ -224,7 +251,10 @@ def _decode(
         time_limit_ms=settings.time_limit_ms,
         should_abort=should_abort,
         size=size,
+        streamer=streamer,
     )
+    if streamer is not None:
+        streamer.eos_ids = eos_ids
     config = GenerationConfig(  # type: ignore[no-untyped-call]  # its __init__ is **kwargs
         max_new_tokens=settings.max_new_tokens,
         min_new_tokens=settings.min_new_tokens or None,
@@ -454,7 +484,9 @@ class _Stop(StoppingCriteria):
         time_limit_ms: int | None,
         should_abort: Callable[[], bool] | None,
         size: int,
+        streamer: _Streamer | None = None,
     ) -> None:
+        self._streamer = streamer
         self._tokenizer = tokenizer
         self._stops = stop_sequences
         self._window = max((len(s) for s in stop_sequences), default=0) + _STOP_WINDOW_SLACK
@@ -490,7 +522,63 @@ class _Stop(StoppingCriteria):
                     if any(stop in tail for stop in self._stops):
                         self.stopped_at[row] = length
                         done[row] = True
+        if self._streamer is not None:
+            self._streamer.step(input_ids, self.stopped_at)
         return done  # type: ignore[return-value]
+
+
+@dataclass(eq=False)
+class _Streamer:
+    """Turns the tokens of streamed rows into text pieces as they are decoded.
+
+    A piece never has to be taken back: text that may still change is held back until it
+    cannot -- a trailing partial character (decoded as U+FFFD), and while stop sequences are
+    set, as many characters as the longest one minus one (they could be the start of a stop
+    sequence, which the final answer cuts off). Rows that ended (end of sequence, stop
+    sequence) send nothing more until `finish`, which sends the rest of the final answers.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    settings: DecodeSettings
+    rows: set[int]
+    sink: TextSink
+    eos_ids: set[int] = field(default_factory=set)
+    sent: dict[int, str] = field(default_factory=dict)
+    ended: set[int] = field(default_factory=set)
+
+    def step(self, input_ids: torch.Tensor, stopped_at: Sequence[int | None]) -> None:
+        hold = max((len(s) for s in self.settings.stop_sequences), default=1) - 1
+        pieces: list[tuple[int, str]] = []
+        tokens = input_ids.tolist()
+        for row in sorted(self.rows - self.ended):
+            ids = tokens[row]
+            for index, token in enumerate(ids):
+                if token in self.eos_ids:
+                    ids = ids[: index + 1]
+                    self.ended.add(row)
+                    break
+            if stopped_at[row] is not None:
+                self.ended.add(row)
+            if row in self.ended:
+                continue  # its end is cut by `_finish`; `finish` sends what is left
+            text = _text(self.tokenizer, ids).rstrip("\ufffd")
+            if hold:
+                text = text[: max(0, len(text) - hold)]
+            sent = self.sent.get(row, "")
+            if len(text) > len(sent) and text.startswith(sent):
+                pieces.append((row, text[len(sent) :]))
+                self.sent[row] = text
+        if pieces:
+            self.sink(pieces)
+
+    def finish(self, answers: Sequence[Decoded]) -> None:
+        pieces: list[tuple[int, str]] = []
+        for row in sorted(self.rows):
+            text, sent = answers[row].text, self.sent.get(row, "")
+            if len(text) > len(sent) and text.startswith(sent):
+                pieces.append((row, text[len(sent) :]))
+        if pieces:
+            self.sink(pieces)
 
 
 def _finish(

@@ -53,12 +53,14 @@ import math
 import secrets
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -97,6 +99,7 @@ __all__ = [
     "GenerationError",
     "LocalServingMixin",
     "ServingStats",
+    "StreamEvent",
 ]
 
 logger = get_logger("granite_tuner.local")
@@ -173,6 +176,18 @@ class DecodeSettings:
 
 
 @dataclass(frozen=True)
+class StreamEvent:
+    """One piece of a streamed answer: the text decoded since the previous piece.
+
+    The last event of a stream carries the whole answer's `GenerationResult` (and the text
+    still left, possibly empty); the texts of all events add up to `result.text`.
+    """
+
+    text: str
+    result: GenerationResult | None = None
+
+
+@dataclass(frozen=True)
 class Decoded:
     """The answer to one prompt of a batch (only the new tokens)."""
 
@@ -225,6 +240,10 @@ class _Request:
     result: GenerationResult | None = None
     error: GenerationError | None = None
     abandoned: bool = False  # the caller stopped waiting (read by the worker thread too)
+    #: For a streamed request: takes each new piece of text, in the event loop's thread.
+    on_text: Callable[[str], None] | None = None
+    #: Called (in the event loop's thread) once the outcome is known.
+    on_done: Callable[[], None] | None = None
 
     @property
     def key(self) -> tuple[str, DecodeSettings]:
@@ -233,12 +252,17 @@ class _Request:
     def succeed(self, result: GenerationResult) -> None:
         if not self.done.is_set():
             self.result = result
-            self.done.set()
+            self._end()
 
     def fail(self, error: GenerationError) -> None:
         if not self.done.is_set():
             self.error = error
-            self.done.set()
+            self._end()
+
+    def _end(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 @dataclass(eq=False)
@@ -350,6 +374,69 @@ class LocalServingMixin:
         The prompt is the model's whole input (no chat template); the answer holds only the new
         text. Concurrent calls are batched (see the module docstring).
         """
+        request = await self._request(prompt, model_id, deployment_id, parameters, verbalize=True)
+        self._queue().send_nowait(request)
+        try:
+            await request.done.wait()
+        finally:
+            if not request.done.is_set():
+                request.abandoned = True
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    async def generate_stream(
+        self,
+        prompt: str,
+        *,
+        model_id: str | None = None,
+        deployment_id: str | None = None,
+        parameters: GenerationParameters | Mapping[str, Any] | None = None,
+        verbalize: bool = True,
+    ) -> AsyncGenerator[StreamEvent]:
+        """`generate`, as pieces of text that leave as soon as they are decoded.
+
+        The request is batched with others as `generate`'s are. The last event carries the
+        `GenerationResult`; errors are raised as `generate` raises them. `verbalize=False`
+        sends the prompt as it is, without the tuned run's verbalizer (the chat endpoints
+        build the whole input themselves). Leaving the loop early abandons the request.
+        """
+        request = await self._request(
+            prompt, model_id, deployment_id, parameters, verbalize=verbalize
+        )
+        send, receive = anyio.create_memory_object_stream[str](math.inf)
+
+        def push(text: str) -> None:
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                send.send_nowait(text)
+
+        request.on_text, request.on_done = push, send.close
+        self._queue().send_nowait(request)
+        try:
+            async with receive:
+                async for piece in receive:
+                    yield StreamEvent(piece)
+            await request.done.wait()  # set already: the stream closes when it is
+        finally:
+            if not request.done.is_set():
+                request.abandoned = True
+            send.close()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        yield StreamEvent("", request.result)
+
+    async def _request(
+        self,
+        prompt: str,
+        model_id: str | None,
+        deployment_id: str | None,
+        parameters: GenerationParameters | Mapping[str, Any] | None,
+        *,
+        verbalize: bool,
+    ) -> _Request:
+        """A checked request for `generate` or `generate_stream`, not yet queued."""
         if (model_id is None) == (deployment_id is None):
             raise ConfigurationError(
                 "Pass exactly one of model_id (a base model) and deployment_id (a deployment)."
@@ -372,19 +459,12 @@ class LocalServingMixin:
         seed = None
         if settings.sample:
             seed = checked.random_seed if checked and checked.random_seed else _random_seed()
-        request = _Request(
-            prompt=served.verbalize(prompt), served=served, settings=settings, seed=seed
+        return _Request(
+            prompt=served.verbalize(prompt) if verbalize else prompt,
+            served=served,
+            settings=settings,
+            seed=seed,
         )
-        self._queue().send_nowait(request)
-        try:
-            await request.done.wait()
-        finally:
-            if not request.done.is_set():
-                request.abandoned = True
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
 
     # --- extras -----------------------------------------------------------------------------
 
@@ -580,6 +660,17 @@ class LocalServingMixin:
             finally:
                 interrupted = not finished
 
+        streamed = [row for row, request in enumerate(live) if request.on_text is not None]
+
+        def deliver(pieces: list[tuple[int, str]]) -> None:  # in the event loop's thread
+            for row, text in pieces:
+                on_text = live[row].on_text
+                if on_text is not None and not live[row].abandoned:
+                    on_text(text)
+
+        def on_text(pieces: list[tuple[int, str]]) -> None:  # in the worker thread
+            anyio.from_thread.run_sync(deliver, pieces)
+
         work = functools.partial(
             _decode_batch,
             loaded.model,
@@ -589,6 +680,8 @@ class LocalServingMixin:
             live[0].settings,
             soft_prompt=served.soft_prompt,
             should_abort=should_abort,
+            on_text=on_text if streamed else None,
+            streamed_rows=streamed,
         )
         answers: list[Decoded] | None = None
         failure: Exception | None = None
@@ -639,6 +732,8 @@ def _decode_batch(
     *,
     soft_prompt: torch.Tensor | None,
     should_abort: Callable[[], bool],
+    on_text: Callable[[list[tuple[int, str]]], None] | None = None,
+    streamed_rows: Sequence[int] = (),
 ) -> list[Decoded]:
     from granite_tuner.backends.local._decoding import decode_batch
 
@@ -650,6 +745,8 @@ def _decode_batch(
         settings,
         soft_prompt=soft_prompt,
         should_abort=should_abort,
+        on_text=on_text,
+        streamed_rows=streamed_rows,
     )
 
 
