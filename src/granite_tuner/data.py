@@ -54,7 +54,7 @@ __all__ = [
 
 _logger = get_logger(__name__)
 
-Purpose = Literal["training", "evaluation"]
+Purpose = Literal["training", "evaluation", "validation"]
 DataFormat = Literal["auto", "json", "jsonl", "csv"]
 
 
@@ -140,8 +140,9 @@ def load_examples(
 
     `source` is a path to a `.jsonl`, `.json` (array of objects) or `.csv` file, a sequence of
     mappings, or a pandas DataFrame. `purpose="training"` enforces watsonx.ai's limits
-    (`TRAINING_LIMITS`); an evaluation set needs at least one example. `task_id="classification"`
-    adds the label checks, `max_input_tokens` a warning for inputs likely to be truncated.
+    (`TRAINING_LIMITS`); an evaluation or validation set needs at least one example.
+    `task_id="classification"` adds the label checks, `max_input_tokens` a warning for inputs
+    likely to be truncated.
     `format` overrides the file suffix; `input_field`/`output_field` name the keys or columns.
     Reads the whole file synchronously: from async code use `aload_examples`.
     """
@@ -316,8 +317,10 @@ def _check_arguments(
     purpose: str, max_input_tokens: int | None, fmt: str, input_field: str, output_field: str
 ) -> None:
     """Mistakes in the call itself (not in the data) are configuration errors."""
-    if purpose not in ("training", "evaluation"):
-        raise ConfigurationError(f"purpose={purpose!r}: use 'training' or 'evaluation'.")
+    if purpose not in ("training", "evaluation", "validation"):
+        raise ConfigurationError(
+            f"purpose={purpose!r}: use 'training', 'evaluation' or 'validation'."
+        )
     if fmt not in ("auto", "json", "jsonl", "csv"):
         raise ConfigurationError(f"format={fmt!r}: use 'auto', 'json', 'jsonl' or 'csv'.")
     if max_input_tokens is not None and (
@@ -902,11 +905,9 @@ def _json_kind(value: object) -> str:
 
 def _check_count(count: int, report: _Report, purpose: Purpose) -> None:
     limits = TRAINING_LIMITS
-    if purpose == "evaluation":
+    if purpose != "training":  # evaluation and validation sets have no size limits
         if count == 0:
-            report.error(
-                "no_examples", "there are no examples; an evaluation set needs at least 1."
-            )
+            report.error("no_examples", f"there are no examples; a {purpose} set needs at least 1.")
         return
     bounds = f"prompt tuning on watsonx.ai needs {limits.min_examples:,} to {limits.max_examples:,}"
     if count < limits.min_examples:
