@@ -358,11 +358,15 @@ class PromptTrainer:
         logits: torch.Tensor = output.logits[:, -keep:, :]
         return logits
 
-    def save(self, directory: Path) -> None:
-        """Write the kept soft prompt (the best epoch's, with validation) as a PEFT adapter."""
+    def restore_best(self) -> None:
+        """Put the best epoch's soft prompt back in place (nothing to do without validation)."""
         if self._best_prompt is not None:
             with torch.no_grad():
                 self._soft_prompt.copy_(self._best_prompt)
+
+    def save(self, directory: Path) -> None:
+        """Write the kept soft prompt (the best epoch's, with validation) as a PEFT adapter."""
+        self.restore_best()
         self.peft_model.save_pretrained(str(directory), safe_serialization=True)
 
     @property
