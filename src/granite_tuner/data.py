@@ -907,7 +907,9 @@ def _check_count(count: int, report: _Report, purpose: Purpose) -> None:
     limits = TRAINING_LIMITS
     if purpose != "training":  # evaluation and validation sets have no size limits
         if count == 0:
-            report.error("no_examples", f"there are no examples; a {purpose} set needs at least 1.")
+            report.error(
+                "no_examples", f"there are no examples; an {purpose} set needs at least 1."
+            )
         return
     bounds = f"prompt tuning on watsonx.ai needs {limits.min_examples:,} to {limits.max_examples:,}"
     if count < limits.min_examples:
