@@ -36,6 +36,7 @@ from granite_tuner import (
 )
 from granite_tuner.backends.local import LocalClient
 from granite_tuner.datasets import test_path, train_path
+from granite_tuner.splitting import stratified_split
 
 # Chosen to finish within 5 minutes on 2 CPU cores: training time is proportional to the tokens
 # the model reads, so each input keeps only its last 32 tokens (where a review's verdict is)
@@ -54,6 +55,7 @@ PARAMETERS = PromptTuningParameters(
     verbalizer="{{input}}",
     num_virtual_tokens=8,
 )
+VALIDATION_SPLIT = 0.2  # the local backend's default, written out
 GENERATION = {"decoding_method": "greedy", "max_new_tokens": 2}
 
 console = Console()
@@ -74,7 +76,9 @@ async def main(out: Path) -> float:
             console=console,
         ) as progress:
             training_set = load_examples(train_path())
-            batches = math.ceil(len(training_set.examples) / (PARAMETERS.batch_size or 1))
+            # 20 % of the training set (stratified) is held out to pick the best epoch.
+            trained, _ = stratified_split(list(training_set.examples), VALIDATION_SPLIT)
+            batches = math.ceil(len(trained) / (PARAMETERS.batch_size or 1))
             total_steps = batches * (PARAMETERS.num_epochs or 1)
             steps = progress.add_task("tuning", total=total_steps, loss="")
 
@@ -83,7 +87,10 @@ async def main(out: Path) -> float:
                     progress.update(steps, advance=1, loss=f"loss {event.loss:.3f}")
                 elif isinstance(event, EpochCompleted):
                     epoch = f"{event.epoch + 1}/{event.num_epochs}"
-                    progress.console.print(f"  epoch {epoch}: mean loss {event.mean_loss:.4f}")
+                    line = f"  epoch {epoch}: mean loss {event.mean_loss:.4f}"
+                    if event.validation_accuracy is not None:
+                        line += f", validation accuracy {event.validation_accuracy:.3f}"
+                    progress.console.print(line)
 
             result = await Tuner(
                 client,
@@ -93,9 +100,13 @@ async def main(out: Path) -> float:
                 name="grooming-reviews-demo",
                 poll_interval=(0.2, 1.0),
                 on_event=on_event,
+                validation_split=VALIDATION_SPLIT,
             ).run()
         curve = result.plot_learning_curve(out / "learning_curve.png")
-        console.print(f"Tuned in {result.duration_seconds or 0:.0f} s; learning curve: {curve}")
+        console.print(
+            f"Tuned in {result.duration_seconds or 0:.0f} s; kept epoch "
+            f"{(result.best_epoch or 0) + 1} ({result.stop_reason}); learning curve: {curve}"
+        )
 
         async with await Deployment.create(client, result, delete_on_exit=True) as tuned:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())

@@ -41,6 +41,7 @@ from granite_tuner.errors import (
     TuningFailedError,
     TuningTimeoutError,
     UnexpectedResponseError,
+    UnsupportedFeatureError,
 )
 from granite_tuner.evaluator import Evaluator, ResultStream
 from granite_tuner.events import (
@@ -112,6 +113,7 @@ __all__ = [
     "TuningRun",
     "TuningTimeoutError",
     "UnexpectedResponseError",
+    "UnsupportedFeatureError",
     "WatsonxClient",
     "__version__",
     "aload_examples",

@@ -1,4 +1,7 @@
-"""The learning-curve PNG: loss per epoch, and loss over time. Works outside Jupyter.
+"""The learning-curve PNG: loss per epoch (training and validation), and loss over time.
+
+Works outside Jupyter. When the run validated, the left panel also shows the validation loss
+and (on a second axis) the validation accuracy after each epoch, and marks the kept epoch.
 
 matplotlib is an optional extra (`granite-tuner[plot]`); it is imported only here, with the
 non-interactive Agg backend, so no display is needed and nothing global is changed.
@@ -13,6 +16,7 @@ from granite_tuner._files import write_atomic_with
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from granite_tuner.runs import TuningResult
@@ -37,10 +41,11 @@ def learning_curve_figure(result: TuningResult) -> Figure:
     figure = Figure(figsize=(10, 4), layout="constrained")
     per_epoch, over_time = figure.subplots(1, 2)
     epochs = list(range(1, len(losses) + 1))
-    per_epoch.plot(epochs, losses, marker="o", label="mean loss")
+    per_epoch.plot(epochs, losses, marker="o", label="training loss (mean)")
+    _draw_validation(per_epoch, result)
     per_epoch.set_xlabel("epoch")
     per_epoch.set_ylabel("loss")
-    per_epoch.set_title("Loss per epoch")
+    per_epoch.set_title("Loss per epoch" if not result.validation else "Training and validation")
     per_epoch.set_xticks(epochs)
     per_epoch.grid(alpha=0.3)
 
@@ -62,6 +67,37 @@ def learning_curve_figure(result: TuningResult) -> Figure:
         title += f" of {result.base_model}"
     figure.suptitle(title)
     return figure
+
+
+def _draw_validation(axes: Axes, result: TuningResult) -> None:
+    """Validation loss, validation accuracy (right axis) and the kept epoch, when there are."""
+    if not result.validation:
+        return
+    epochs = [point.epoch + 1 for point in result.validation]
+    handles = axes.plot(
+        epochs, result.validation_loss_per_epoch, marker="s", label="validation loss"
+    )
+    accuracies = [
+        (e, a)
+        for e, a in zip(epochs, result.validation_accuracy_per_epoch, strict=True)
+        if a is not None
+    ]
+    if accuracies:
+        right = axes.twinx()
+        handles += right.plot(
+            [e for e, _ in accuracies],
+            [a for _, a in accuracies],
+            marker="^",
+            color="tab:green",
+            label="validation accuracy",
+        )
+        right.set_ylabel("accuracy")
+        right.set_ylim(0, 1.02)
+    if result.best_epoch is not None:
+        handles.append(
+            axes.axvline(result.best_epoch + 1, color="grey", linestyle="--", label="kept epoch")
+        )
+    axes.legend(handles=[*axes.get_lines()[:1], *handles], loc="center right", fontsize="small")
 
 
 def save_learning_curve(result: TuningResult, path: Path) -> Path:

@@ -3,6 +3,7 @@
 ```
 GraniteTunerError
 ├── ConfigurationError              settings or credentials are missing or malformed (fix the call)
+│   └── UnsupportedFeatureError     this backend or machine cannot do what was asked
 ├── InvalidDataError                training or evaluation data failed its checks (lists them)
 ├── InvalidParametersError          a tuning or generation parameter is out of range (names it)
 ├── TuningError                     a tuning run did not give a model
@@ -70,6 +71,7 @@ __all__ = [
     "TuningFailedError",
     "TuningTimeoutError",
     "UnexpectedResponseError",
+    "UnsupportedFeatureError",
 ]
 
 
@@ -114,6 +116,11 @@ class GraniteTunerError(Exception):
 
 class ConfigurationError(GraniteTunerError, ValueError):
     """The caller's settings are missing or malformed; nothing was sent."""
+
+
+class UnsupportedFeatureError(ConfigurationError):
+    """The backend or this machine cannot do what was asked (validation data on watsonx.ai,
+    bf16 on a CPU without it); the message says what to use instead. Nothing was sent."""
 
 
 class InvalidDataError(GraniteTunerError, ValueError):

@@ -61,12 +61,19 @@ class StepLogged(_Event):
 
 
 class EpochCompleted(_Event):
-    """An epoch ended; `mean_loss` is the mean of its logged losses."""
+    """An epoch ended; `mean_loss` is the mean of its logged losses.
+
+    When the run validates (the local backend), the soft prompt's validation loss and accuracy
+    after this epoch come too, and `best_epoch` is the epoch kept so far.
+    """
 
     kind: Literal["epoch_completed"] = "epoch_completed"
     epoch: int
     mean_loss: float
     num_epochs: int | None = None
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
+    best_epoch: int | None = None
 
 
 class RunFinished(_Event):
@@ -76,6 +83,8 @@ class RunFinished(_Event):
     state: str
     final_loss: float | None = None
     model_id: str | None = None
+    best_epoch: int | None = None
+    stop_reason: str | None = None
 
 
 TuningEvent = Annotated[

@@ -22,6 +22,7 @@ __all__ = [
     "MetricPoint",
     "TuningResult",
     "TuningRun",
+    "ValidationPoint",
     "epoch_groups",
     "loss_per_epoch",
 ]
@@ -43,6 +44,19 @@ class MetricPoint(BaseModel):
     timestamp: datetime | None = None
 
 
+class ValidationPoint(BaseModel):
+    """The soft prompt's score on the validation data at the end of one epoch (from 0)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    epoch: int
+    iteration: int | None = None
+    loss: float
+    accuracy: float | None = None
+    #: The epoch kept as best after this validation.
+    best_epoch: int | None = None
+
+
 class TuningRun(BaseModel):
     """A backend's snapshot of one tuning run."""
 
@@ -61,6 +75,12 @@ class TuningRun(BaseModel):
     metrics: tuple[MetricPoint, ...] = ()
     message: str | None = None
     failure_message: str | None = None
+    #: Validation scores, one per validated epoch (local backend; empty elsewhere).
+    validation: tuple[ValidationPoint, ...] = ()
+    #: The epoch (from 0) whose soft prompt was kept, when the run validated.
+    best_epoch: int | None = None
+    #: Why training ended: every epoch done, or early stopping (local backend).
+    stop_reason: str | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -105,6 +125,13 @@ class TuningResult(BaseModel):
     metrics: tuple[MetricPoint, ...] = ()
     failure_message: str | None = None
     warnings: tuple[str, ...] = ()
+    validation: tuple[ValidationPoint, ...] = ()
+    best_epoch: int | None = Field(
+        default=None, description="The epoch (from 0) whose soft prompt was kept and deployed."
+    )
+    stop_reason: str | None = Field(
+        default=None, description="Why training ended: all epochs done, or early stopping."
+    )
 
     @classmethod
     def from_run(
@@ -131,6 +158,9 @@ class TuningResult(BaseModel):
             metrics=run.metrics,
             failure_message=run.failure_message,
             warnings=tuple(warnings),
+            validation=run.validation,
+            best_epoch=run.best_epoch,
+            stop_reason=run.stop_reason,
         )
 
     @property
@@ -148,6 +178,16 @@ class TuningResult(BaseModel):
         the last logged epoch may have stopped part-way and is not counted."""
         logged = len(epoch_groups(self.metrics))
         return logged if self.succeeded else max(logged - 1, 0)
+
+    @property
+    def validation_loss_per_epoch(self) -> list[float]:
+        """Validation loss after each epoch, in order (empty without validation)."""
+        return [point.loss for point in self.validation]
+
+    @property
+    def validation_accuracy_per_epoch(self) -> list[float | None]:
+        """Validation accuracy after each epoch (None where not measured, e.g. free text)."""
+        return [point.accuracy for point in self.validation]
 
     @property
     def final_loss(self) -> float | None:

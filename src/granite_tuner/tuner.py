@@ -69,6 +69,11 @@ from granite_tuner.events import (
 )
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import KNOWN_STATES, TuningResult, TuningRun, epoch_groups
+from granite_tuner.validation import (
+    SelectionMetric,
+    check_backend_accepts,
+    validation_options,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,6 +112,16 @@ class Tuner:
         poll_interval: (first, largest) seconds between status reads.
         cancel_on_exit: cancel the remote run when the awaiting task is cancelled.
         on_event: called with each `TuningEvent` (a plain or an async function).
+        validation_data: held-out examples (any form `training_data` takes), checked like it;
+            the local backend scores the soft prompt on them after every epoch and keeps the
+            best epoch's. Only backends that can use it accept it (not watsonx.ai).
+        validation_split: the share of `training_data` held out for validation instead
+            (stratified by label, seeded); the local backend holds out a share by default,
+            and `0` turns validation off.
+        early_stopping_patience: stop after this many epochs without a better validation
+            score (`0`: never stop early).
+        selection_metric: `"accuracy"` or `"loss"`: which validation figure picks the kept
+            epoch (by default accuracy for classification, loss otherwise).
     """
 
     def __init__(
@@ -124,6 +139,10 @@ class Tuner:
         cancel_on_exit: bool = False,
         on_event: EventCallback | None = None,
         request_tag: str | None = None,
+        validation_data: TrainingData | None = None,
+        validation_split: float | None = None,
+        early_stopping_patience: int | None = None,
+        selection_metric: SelectionMetric | None = None,
     ) -> None:
         if not isinstance(client, TuningBackend):
             raise ConfigurationError(
@@ -146,10 +165,19 @@ class Tuner:
         self.poll_interval = checked_poll_interval(poll_interval)
         self.cancel_on_exit = cancel_on_exit
         self.on_event = on_event
+        self.validation_data = validation_data
+        self.validation = validation_options(
+            validation_data=validation_data,
+            validation_split=validation_split,
+            early_stopping_patience=early_stopping_patience,
+            selection_metric=selection_metric,
+        )
         #: The run's id once submitted or attached.
         self.run_id: str | None = None
         #: The id of the uploaded training data, once uploaded.
         self.data_ref: str | None = None
+        #: The id of the uploaded validation data, once uploaded.
+        self.validation_data_ref: str | None = None
         #: Non-fatal findings: data warnings, base-model lifecycle notes.
         self.warnings: list[str] = []
         #: The last snapshot of the run.
@@ -253,8 +281,10 @@ class Tuner:
         """Delete the run and, unless told otherwise, the training data this Tuner uploaded."""
         if self.run_id is not None:
             await self.client.delete_tuning_run(self.run_id)
-        if training_data and self.data_ref is not None:
-            await self.client.delete_training_data(self.data_ref)
+        if training_data:
+            for ref in dict.fromkeys((self.data_ref, self.validation_data_ref)):
+                if ref is not None:
+                    await self.client.delete_training_data(ref)
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -300,10 +330,21 @@ class Tuner:
             )
         if self.training_data is None:
             raise ConfigurationError("training_data is required to start a run.")
+        check_backend_accepts(
+            self.client, self.validation, has_data=self.validation_data is not None
+        )
         data = await self._load_training_data()
+        validation_set = await self._load_validation_data()
         await self._check_base_model(self.base_model)
         if self.data_ref is None:
             self.data_ref = await self.client.upload_training_data(data, name=self.name)
+        validation = self.validation if self.validation.requested else None
+        if validation_set is not None:
+            if self.validation_data_ref is None:
+                self.validation_data_ref = await self.client.upload_training_data(
+                    validation_set, name=f"{self.name}-validation"
+                )
+            validation = self.validation.model_copy(update={"data_ref": self.validation_data_ref})
         if self._create_sent:
             # An earlier create of this Tuner may have started the run: find it, never repeat.
             found = await self.client.find_tuning_run_by_tag(self.request_tag)
@@ -312,6 +353,7 @@ class Tuner:
                 logger.info("Found tuning run %s, started by an earlier create", found.id)
                 return RunSubmitted(run_id=found.id, name=self.name, base_model=self.base_model)
         self._create_sent = True
+        extra: dict[str, Any] = {} if validation is None else {"validation": validation}
         try:
             # With cancel_on_exit, a create once begun is seen through: a cancellation that
             # came while it was in flight (the service may already have started the run) then
@@ -323,6 +365,7 @@ class Tuner:
                     data_ref=self.data_ref,
                     parameters=self.parameters,
                     request_tag=self.request_tag,
+                    **extra,
                 )
                 self.run_id = run.id
         except anyio.get_cancelled_exc_class():
@@ -358,6 +401,19 @@ class Tuner:
                 max_input_tokens=self.parameters.max_input_tokens,
             )
         self.warnings.extend(str(w) for w in data.warnings)
+        return data
+
+    async def _load_validation_data(self) -> LabelledSet | None:
+        source: Any = self.validation_data
+        if source is None or isinstance(source, LabelledSet):
+            return source
+        data = await aload_examples(
+            source,
+            purpose="validation",
+            task_id=self.parameters.task_id,
+            max_input_tokens=self.parameters.max_input_tokens,
+        )
+        self.warnings.extend(f"validation data: {w}" for w in data.warnings)
         return data
 
     async def _check_base_model(self, base_model: str) -> None:
@@ -402,6 +458,8 @@ class Tuner:
                             state=run.state,
                             final_loss=self._result().final_loss,
                             model_id=run.model_id,
+                            best_epoch=run.best_epoch,
+                            stop_reason=run.stop_reason,
                         )
                         return
         except PollDeadline:
@@ -448,14 +506,19 @@ class Tuner:
         new_groups = epoch_groups(run.metrics)
         new_complete = len(new_groups) if run.is_finished else max(len(new_groups) - 1, 0)
         num_epochs = run.parameters.get("num_epochs")
+        scores = {point.epoch: point for point in run.validation}
         for epoch, points in new_groups[old_complete:new_complete]:
             losses = [p.loss for p in points if p.loss is not None]
+            score = scores.get(epoch)
             events.append(
                 EpochCompleted(
                     run_id=run.id,
                     epoch=epoch,
                     mean_loss=sum(losses) / len(losses),
                     num_epochs=num_epochs if isinstance(num_epochs, int) else None,
+                    validation_loss=score.loss if score else None,
+                    validation_accuracy=score.accuracy if score else None,
+                    best_epoch=score.best_epoch if score else None,
                 )
             )
         if state_change is not None:

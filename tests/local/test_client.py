@@ -80,8 +80,13 @@ async def test_a_run_trains_to_completion_and_is_kept(tiny_model_dir: Path, home
         assert finished.model_id == run.id
         assert finished.started_at is not None
         assert finished.finished_at is not None
-        assert [m.iteration for m in finished.metrics] == list(range(1, 31))  # 15 steps x 2
+        # By default 20 % (12 of 60, stratified) is held out for validation: 48 train, in 12
+        # steps of 4, and every epoch is validated.
+        assert [m.iteration for m in finished.metrics] == list(range(1, 25))  # 12 steps x 2
         assert {m.epoch for m in finished.metrics} == {0, 1}
+        assert [p.epoch for p in finished.validation] == [0, 1]
+        assert finished.parameters["validation_split"] == 0.2
+        assert finished.best_epoch in (0, 1)
         assert (home / "runs" / run.id / "adapter" / "adapter_model.safetensors").is_file()
         assert [r.id for r in await client.find_tuning_runs("reviews")] == [run.id]
 

@@ -43,7 +43,8 @@ async def test_prompt_tuning_smollm2_end_to_end(smollm2_home: Path) -> None:
         adapter = client.store.adapter_dir(result.run_id)
 
     losses = [m.loss for m in result.metrics if m.loss is not None]
-    assert len(losses) == 8  # 60 examples in batches of 8
+    assert len(losses) == 6  # 48 of 60 examples (12 held out for validation), batches of 8
+    assert len(result.validation) == 1
     assert all(math.isfinite(loss) for loss in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses  # learning, roughly
     models = smollm2_home / "models"

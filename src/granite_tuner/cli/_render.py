@@ -153,6 +153,7 @@ class Renderer:
             ("epochs done", str(result.epochs_completed) if losses else None),
             ("final loss", f"{result.final_loss:.4f}" if result.final_loss is not None else None),
             ("loss per epoch", _losses_text(result) if losses else None),
+            *_validation_rows(result),
             ("duration", _duration(result.duration_seconds)),
             ("training data", result.data_ref),
             (
@@ -298,6 +299,7 @@ class TuningProgress:
             self.set_num_epochs(event.num_epochs)
             self._update(completed=event.epoch + 1, epoch=self._epoch_text(event.epoch))
             line = f"  {self._epoch_text(event.epoch)}: mean loss {event.mean_loss:.4f}"
+            line += validation_text(event)
             if self._bar is not None:
                 self._bar[0].console.print(line, highlight=False)
         elif isinstance(event, RunFinished):
@@ -384,6 +386,38 @@ def _losses_text(result: TuningResult) -> str:
         steps = len(epoch_groups(result.metrics)[-1][1])
         text += f" (last epoch stopped after {steps} logged step{'s' if steps != 1 else ''})"
     return text
+
+
+def validation_text(event: EpochCompleted) -> str:
+    """ ", validation loss 0.1234, accuracy 0.950 (best so far)" for an epoch that validated."""
+    if event.validation_loss is None:
+        return ""
+    text = f", validation loss {event.validation_loss:.4f}"
+    if event.validation_accuracy is not None:
+        text += f", accuracy {event.validation_accuracy:.3f}"
+    if event.best_epoch == event.epoch:
+        text += " (best so far)"
+    return text
+
+
+def _validation_rows(result: TuningResult) -> list[tuple[str, str | Text | None]]:
+    if not result.validation:
+        return []
+    accuracies = result.validation_accuracy_per_epoch
+    return [
+        (
+            "validation loss",
+            " → ".join(f"{loss:.3f}" for loss in result.validation_loss_per_epoch),
+        ),
+        (
+            "validation accuracy",
+            " → ".join("-" if a is None else f"{a:.3f}" for a in accuracies)
+            if any(a is not None for a in accuracies)
+            else None,
+        ),
+        ("kept epoch", None if result.best_epoch is None else str(result.best_epoch + 1)),
+        ("stopped", result.stop_reason),
+    ]
 
 
 def _duration(seconds: float | None, *, precise: bool = False) -> str | None:

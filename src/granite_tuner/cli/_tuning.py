@@ -140,6 +140,30 @@ def register(subparsers: SubParsers, common: list[argparse.ArgumentParser]) -> N
     group = tune.add_argument_group("tuning parameters (override --parameters)")
     for flag, field, options in _PARAMETER_OPTIONS:
         group.add_argument(flag, dest=field, **options)
+    checks = tune.add_argument_group("validation (local backend only)")
+    checks.add_argument(
+        "--validation-file",
+        type=Path,
+        metavar="FILE",
+        help="held-out examples (JSONL, JSON or CSV), checked like the training file",
+    )
+    checks.add_argument(
+        "--validation-split",
+        type=float,
+        metavar="SHARE",
+        help="share of the training file held out instead (default 0.2; 0: no validation)",
+    )
+    checks.add_argument(
+        "--early-stopping-patience",
+        type=whole_number,
+        metavar="EPOCHS",
+        help="stop after this many epochs without a better validation score (0: never)",
+    )
+    checks.add_argument(
+        "--selection-metric",
+        choices=("accuracy", "loss"),
+        help="the validation figure that picks the kept epoch",
+    )
     _add_wait_options(tune)
     tune.add_argument(
         "--wait",
@@ -226,6 +250,10 @@ async def run_tune(ctx: Context, args: argparse.Namespace) -> ExitCode:
             name=name,
             timeout=args.timeout,
             poll_interval=_poll_interval(ctx, args.poll_interval),
+            validation_data=args.validation_file,
+            validation_split=args.validation_split,
+            early_stopping_patience=args.early_stopping_patience,
+            selection_metric=args.selection_metric,
         )
         ctx.left_running(
             "start",

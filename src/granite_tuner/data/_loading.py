@@ -48,8 +48,9 @@ def load_examples(
 
     `source` is a path to a `.jsonl`, `.json` (array of objects) or `.csv` file, a sequence of
     mappings, or a pandas DataFrame. `purpose="training"` enforces watsonx.ai's limits
-    (`TRAINING_LIMITS`); an evaluation set needs at least one example. `task_id="classification"`
-    adds the label checks, `max_input_tokens` a warning for inputs likely to be truncated.
+    (`TRAINING_LIMITS`); an evaluation or validation set needs at least one example.
+    `task_id="classification"` adds the label checks, `max_input_tokens` a warning for inputs
+    likely to be truncated.
     `format` overrides the file suffix; `input_field`/`output_field` name the keys or columns.
     Reads the whole file synchronously: from async code use `aload_examples`.
     """

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from granite_tuner.errors import DataProblem
 
-Purpose = Literal["training", "evaluation"]
+Purpose = Literal["training", "evaluation", "validation"]
 DataFormat = Literal["auto", "json", "jsonl", "csv"]
 
 

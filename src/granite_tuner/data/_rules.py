@@ -41,8 +41,10 @@ def _check_arguments(
     purpose: str, max_input_tokens: int | None, fmt: str, input_field: str, output_field: str
 ) -> None:
     """Mistakes in the call itself (not in the data) are configuration errors."""
-    if purpose not in ("training", "evaluation"):
-        raise ConfigurationError(f"purpose={purpose!r}: use 'training' or 'evaluation'.")
+    if purpose not in ("training", "evaluation", "validation"):
+        raise ConfigurationError(
+            f"purpose={purpose!r}: use 'training', 'evaluation' or 'validation'."
+        )
     if fmt not in ("auto", "json", "jsonl", "csv"):
         raise ConfigurationError(f"format={fmt!r}: use 'auto', 'json', 'jsonl' or 'csv'.")
     if max_input_tokens is not None and (
@@ -177,10 +179,10 @@ def _wrong_type_message(name: str, value: object) -> str:
 
 def _check_count(count: int, report: _Report, purpose: Purpose) -> None:
     limits = TRAINING_LIMITS
-    if purpose == "evaluation":
+    if purpose != "training":  # evaluation and validation sets have no size limits
         if count == 0:
             report.error(
-                "no_examples", "there are no examples; an evaluation set needs at least 1."
+                "no_examples", f"there are no examples; an {purpose} set needs at least 1."
             )
         return
     bounds = f"prompt tuning on watsonx.ai needs {limits.min_examples:,} to {limits.max_examples:,}"

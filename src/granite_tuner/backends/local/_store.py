@@ -44,7 +44,7 @@ from granite_tuner._files import write_atomic
 from granite_tuner._secrets import get_logger
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.errors import ConfigurationError, GraniteTunerError, RunNotFoundError
-from granite_tuner.runs import MetricPoint, TuningRun, epoch_groups
+from granite_tuner.runs import MetricPoint, TuningRun, ValidationPoint, epoch_groups
 
 __all__ = ["ACTIVE_STATES", "Owner", "RunRecord", "RunState", "RunStore", "new_run_id"]
 
@@ -153,6 +153,12 @@ class RunRecord(BaseModel):
     message: str | None = None
     failure_message: str | None = None
     owner: Owner
+    #: Validation data uploaded for this run (None: held out from the training data, or none).
+    validation_data_ref: str | None = None
+    #: Validation score after each epoch, the epoch kept, and why training ended.
+    validation: list[ValidationPoint] = Field(default_factory=list)
+    best_epoch: int | None = None
+    stop_reason: str | None = None
 
     _last_epoch_size: int | None = PrivateAttr(default=None)
 
@@ -195,6 +201,9 @@ class RunRecord(BaseModel):
             metrics=tuple(self.metrics),
             message=self.message,
             failure_message=self.failure_message,
+            validation=tuple(self.validation),
+            best_epoch=self.best_epoch,
+            stop_reason=self.stop_reason,
         )
 
     def as_interrupted(self) -> RunRecord:

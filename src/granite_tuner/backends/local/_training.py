@@ -36,15 +36,24 @@ import torch.nn.functional as F
 
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.local._models import LoadedModel
+from granite_tuner.backends.local._precision import autocast
+from granite_tuner.backends.local._training_data import (
+    IGNORE_INDEX,
+    Batch,
+    EncodedExample,
+    collate,
+    encode_examples,
+    plan_batches,
+)
+from granite_tuner.backends.local._validating import ValidationScore, Validator, improved
 from granite_tuner.data import Example
-from granite_tuner.errors import ConfigurationError
 from granite_tuner.parameters import PromptTuningParameters
+from granite_tuner.validation import SelectionMetric
 
 if TYPE_CHECKING:
     import threading
 
     from peft import PeftModel
-    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "DEFAULT_INIT_TEXTS",
@@ -70,8 +79,12 @@ warnings.filterwarnings(
 
 _T = TypeVar("_T")
 
-#: Label value that the loss ignores (prompt and padding positions).
-IGNORE_INDEX = -100
+# Defaults (chosen with benchmarks/tuning_defaults.py; see docs/benchmarks.md).
+DEFAULT_NUM_EPOCHS = 5
+DEFAULT_MAX_INPUT_TOKENS = 256
+DEFAULT_NUM_VIRTUAL_TOKENS = 20
+DEFAULT_EARLY_STOPPING_PATIENCE: int | None = None
+DEFAULT_VALIDATION_SPLIT = 0.2
 
 #: Text that starts the soft prompt when `init_method` is left unset (text init works much
 #: better than random init on small models at the default learning rate).
@@ -85,11 +98,6 @@ DEFAULT_INIT_TEXTS: dict[str, str] = {
     "extraction": "Extract the requested information from the text.",
 }
 
-# Length grouping: examples are shuffled, cut into chunks of this many batches, and sorted by
-# length inside each chunk (as transformers' LengthGroupedSampler does), so batches hold
-# examples of similar length while their composition still changes from epoch to epoch.
-_MEGABATCH_BATCHES = 50
-
 
 class TrainingCancelled(Exception):
     """Raised by `PromptTrainer.step()` when its cancel event is set; nothing was applied."""
@@ -99,25 +107,45 @@ class TrainingCancelled(Exception):
 class TrainingConfig:
     """Every setting of one local run, defaults resolved (what `run.json` records)."""
 
-    num_epochs: int = 5
+    num_epochs: int = DEFAULT_NUM_EPOCHS
     learning_rate: float = 0.03
     batch_size: int = 8
     accumulate_steps: int = 1
-    max_input_tokens: int = 256
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
     max_output_tokens: int = 128
-    num_virtual_tokens: int = 20
+    num_virtual_tokens: int = DEFAULT_NUM_VIRTUAL_TOKENS
     init_method: Literal["random", "text"] = "text"
     init_text: str | None = DEFAULT_INIT_TEXTS["classification"]
     verbalizer: str = "{{input}}"
     seed: int = 0
+    task_id: str = "classification"
+    #: "float32", or "bfloat16" for bf16 autocast (resolved from "auto" by the client).
+    precision: Literal["float32", "bfloat16"] = "float32"
+    #: Which validation figure picks the kept epoch: "accuracy" (ties: lower loss) or "loss".
+    selection_metric: SelectionMetric = "loss"
+    #: Stop after this many validations in a row without a better one; None: never.
+    early_stopping_patience: int | None = DEFAULT_EARLY_STOPPING_PATIENCE
+    #: Share of the training data held out for validation when no validation data is given.
+    validation_split: float = DEFAULT_VALIDATION_SPLIT
+    #: Share of the planned steps over which the learning rate rises from 0 (then falls to 0).
+    warmup_share: float = 0.0
 
     @classmethod
     def from_parameters(
-        cls, parameters: PromptTuningParameters, *, seed: int = 0
+        cls,
+        parameters: PromptTuningParameters,
+        *,
+        seed: int = 0,
+        precision: Literal["float32", "bfloat16"] = "float32",
+        selection_metric: SelectionMetric | None = None,
+        early_stopping_patience: int | None = DEFAULT_EARLY_STOPPING_PATIENCE,
+        validation_split: float = DEFAULT_VALIDATION_SPLIT,
     ) -> TrainingConfig:
         """The settings for `parameters`: fields left `None` take the local defaults.
 
-        `init_method` unset means text init with a short description of the task.
+        `init_method` unset means text init with a short description of the task; the kept
+        epoch is chosen by accuracy for classification and by loss otherwise, unless
+        `selection_metric` says.
         """
         defaults = cls()
         init_method = parameters.init_method or "text"
@@ -126,6 +154,7 @@ class TrainingConfig:
             init_text = parameters.init_text or DEFAULT_INIT_TEXTS.get(
                 parameters.task_id, DEFAULT_INIT_TEXTS["generation"]
             )
+        classification = parameters.task_id == "classification"
         return cls(
             num_epochs=_pick(parameters.num_epochs, defaults.num_epochs),
             learning_rate=_pick(parameters.learning_rate, defaults.learning_rate),
@@ -138,6 +167,11 @@ class TrainingConfig:
             init_text=init_text,
             verbalizer=_pick(parameters.verbalizer, defaults.verbalizer),
             seed=seed,
+            task_id=parameters.task_id,
+            precision=precision,
+            selection_metric=selection_metric or ("accuracy" if classification else "loss"),
+            early_stopping_patience=early_stopping_patience,
+            validation_split=validation_split,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,132 +182,26 @@ def _pick(value: _T | None, default: _T) -> _T:
     return default if value is None else value
 
 
-# --- data -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EncodedExample:
-    """One example as token ids: the (truncated) prompt, then the target the loss covers."""
-
-    prompt_ids: tuple[int, ...]
-    target_ids: tuple[int, ...]
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt_ids) + len(self.target_ids)
-
-
-def encode_examples(
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
-    config: TrainingConfig,
-) -> list[EncodedExample]:
-    """Token ids of each example: the verbalised input as prompt, the output + EOS as target.
-
-    A prompt longer than `max_input_tokens` keeps its end (the question usually comes last) and
-    its leading special tokens (such as BOS); a target is cut to `max_output_tokens`.
-    """
-    if not examples:
-        raise ConfigurationError("The training data has no examples.")
-    prompts = [config.verbalizer.replace("{{input}}", example.input) for example in examples]
-    outputs = [example.output for example in examples]
-    # One batched call each (the Rust tokenizer parallelises it); no truncation or padding
-    # options, which would change the shared tokenizer's state under serving's feet.
-    prompt_ids: list[list[int]] = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    output_ids: list[list[int]] = tokenizer(outputs, add_special_tokens=False)["input_ids"]
-    special = set(tokenizer.all_special_ids)
-    eos = tokenizer.eos_token_id
-    encoded: list[EncodedExample] = []
-    truncated = 0
-    for prompt, output in zip(prompt_ids, output_ids, strict=True):
-        if len(prompt) > config.max_input_tokens:
-            truncated += 1
-            prompt = _keep_end(prompt, config.max_input_tokens, special)
-        target = [*output, eos] if isinstance(eos, int) else list(output)
-        encoded.append(EncodedExample(tuple(prompt), tuple(target[: config.max_output_tokens])))
-    if truncated:
-        logger.warning(
-            "%d of %d prompts are longer than max_input_tokens=%d and were cut to their last "
-            "tokens; raise max_input_tokens if the start matters.",
-            truncated,
-            len(encoded),
-            config.max_input_tokens,
-        )
-    return encoded
-
-
-def _keep_end(ids: list[int], limit: int, special: set[int]) -> list[int]:
-    """The last `limit` ids, keeping the leading special tokens (BOS) in front."""
-    lead = 0
-    while lead < len(ids) and ids[lead] in special:
-        lead += 1
-    lead = min(lead, limit - 1) if limit > 1 else 0
-    return ids[:lead] + ids[len(ids) - (limit - lead) :]
-
-
-def plan_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Indices of the examples in batches of similar length, in a seeded random order."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * _MEGABATCH_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, len(order), chunk):
-        group = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
-        batches.extend(group[k : k + batch_size] for k in range(0, len(group), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A left-padded batch, as long as its longest example.
-
-    `labels` is -100 on padding and prompt tokens, so the loss covers the targets only; every
-    target ends at the right edge and lies in the last `target_width` columns.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-    target_width: int
-
-    @property
-    def num_target_tokens(self) -> int:
-        return int((self.labels != IGNORE_INDEX).sum())
-
-
-def collate(examples: Sequence[EncodedExample], pad_token_id: int) -> Batch:
-    """One batch padded on the left to its longest example (dynamic padding)."""
-    width = max(example.length for example in examples)
-    target_width = max(len(example.target_ids) for example in examples)
-    ids: list[list[int]] = []
-    mask: list[list[int]] = []
-    labels: list[list[int]] = []
-    for example in examples:
-        pad = width - example.length
-        ids.append([pad_token_id] * pad + [*example.prompt_ids, *example.target_ids])
-        mask.append([0] * pad + [1] * example.length)
-        labels.append([IGNORE_INDEX] * (pad + len(example.prompt_ids)) + [*example.target_ids])
-    return Batch(
-        input_ids=torch.tensor(ids, dtype=torch.long),
-        attention_mask=torch.tensor(mask, dtype=torch.long),
-        labels=torch.tensor(labels, dtype=torch.long),
-        target_width=target_width,
-    )
-
-
 # --- training ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """One optimizer step: its number (from 1), its epoch (from 0) and its mean batch loss."""
+    """One optimizer step: its number (from 1), its epoch (from 0) and its mean batch loss.
+
+    At the end of an epoch of a run with validation data, `validation` is the score of the soft
+    prompt after this step, `best_epoch` the epoch kept so far, and `stopped` the reason when
+    early stopping ends the run here.
+    """
 
     iteration: int
     epoch: int
     loss: float
     batches: int
     epoch_finished: bool = False
+    validation: ValidationScore | None = None
+    best_epoch: int | None = None
+    stopped: str | None = None
 
 
 @dataclass
@@ -289,6 +217,10 @@ class PromptTrainer:
     Building it encodes the data and wraps the model with PEFT, so do that in a worker thread
     too. The base model is shared (with serving, with other runs) and is never modified: its
     weights are frozen, it stays in eval mode, and the soft prompt lives in this trainer.
+
+    With `validation` examples, the soft prompt is scored on them after every epoch; the best
+    epoch's soft prompt (by `config.selection_metric`) is the one `save()` writes, and
+    `config.early_stopping_patience` epochs in a row without a better score end the run.
     """
 
     def __init__(
@@ -297,6 +229,7 @@ class PromptTrainer:
         examples: Sequence[Example],
         config: TrainingConfig,
         *,
+        validation: Sequence[Example] = (),
         cancel: threading.Event | None = None,
     ) -> None:
         self.loaded = loaded
@@ -305,7 +238,9 @@ class PromptTrainer:
         _use_all_cpu_cores(loaded.device)
         self.examples = encode_examples(loaded.tokenizer, examples, config)
         self._lengths = [example.length for example in self.examples]
+        self.validator = _validator(loaded, examples, validation, config)
         self.peft_model = _prompt_tuning_model(loaded, config)
+        self._soft_prompt = _soft_prompt(self.peft_model)
         self._trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self._trainable, lr=config.learning_rate)
         self._base = loaded.model
@@ -316,27 +251,31 @@ class PromptTrainer:
         num_batches = math.ceil(len(self.examples) / config.batch_size)
         self.steps_per_epoch = math.ceil(num_batches / config.accumulate_steps)
         self.total_steps = self.steps_per_epoch * config.num_epochs
-        # The learning rate falls linearly from `learning_rate` to zero over the run (as
-        # transformers' Trainer does by default): large early steps find the task, small late
-        # ones settle the soft prompt instead of leaving it wherever the last batch pushed it.
-        total = self.total_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda done: max(0.0, 1.0 - done / total)
+            self.optimizer, _schedule(self.total_steps, config.warmup_share)
         )
         self.iteration = 0
         self._plan: _EpochPlan | None = None
+        #: Validation score after each epoch, in order.
+        self.validation_scores: list[ValidationScore] = []
+        #: The epoch whose soft prompt is kept (None without validation data).
+        self.best_epoch: int | None = None
+        self._best_score: ValidationScore | None = None
+        self._best_prompt: torch.Tensor | None = None
+        #: Why the run stopped early, if it did.
+        self.stopped: str | None = None
 
     @property
     def finished(self) -> bool:
-        return self.iteration >= self.total_steps
+        return self.stopped is not None or self.iteration >= self.total_steps
 
     def step(self) -> StepResult | None:
-        """Run one optimizer step; None when every epoch is done.
+        """Run one optimizer step; None when every epoch is done or early stopping struck.
 
         Raises `TrainingCancelled` (before any update of this step) when the cancel event is
         set before one of its batches.
         """
-        plan = self._current_plan()
+        plan = None if self.stopped is not None else self._current_plan()
         if plan is None:
             return None
         group = plan.groups[plan.next_group]
@@ -345,7 +284,8 @@ class PromptTrainer:
             if self._cancel is not None and self._cancel.is_set():
                 self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingCancelled
-            loss = self.batch_loss(collate([self.examples[i] for i in indices], self._pad_id))
+            with autocast(self.loaded.device, self.config.precision):
+                loss = self.batch_loss(collate([self.examples[i] for i in indices], self._pad_id))
             torch.autograd.backward(loss / len(group))
             total += float(loss.detach())
         self.optimizer.step()
@@ -353,12 +293,17 @@ class PromptTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         plan.next_group += 1
         self.iteration += 1
+        epoch_finished = plan.next_group == len(plan.groups)
+        score = self._validate(plan.epoch) if epoch_finished else None
         return StepResult(
             iteration=self.iteration,
             epoch=plan.epoch,
             loss=total / len(group),
             batches=len(group),
-            epoch_finished=plan.next_group == len(plan.groups),
+            epoch_finished=epoch_finished,
+            validation=score,
+            best_epoch=self.best_epoch,
+            stopped=self.stopped,
         )
 
     def train(self, on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
@@ -370,8 +315,26 @@ class PromptTrainer:
                 on_step(result)
         return results
 
+    def validate(self) -> ValidationScore | None:
+        """The current soft prompt's validation score (None without validation data)."""
+        if self.validator is None:
+            return None
+        with autocast(self.loaded.device, self.config.precision):
+            return self.validator.score(self.logits)
+
     def batch_loss(self, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over the target tokens of `batch`, with the soft prompt in front."""
+        keep = batch.target_width + 1  # the logit before each target token predicts it
+        logits = self.logits(batch, keep)[:, :-1, :]
+        labels = batch.labels[:, -batch.target_width :].to(self.loaded.device)
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+        )
+
+    def logits(self, batch: Batch, keep: int) -> torch.Tensor:
+        """Vocabulary logits of the last `keep` positions of `batch`, soft prompt in front."""
         device = self.loaded.device
         input_ids = batch.input_ids.to(device)
         attention_mask = batch.attention_mask.to(device)
@@ -389,21 +352,50 @@ class PromptTrainer:
             # Left padding must not shift the positions: count real tokens only, as an
             # unpadded sequence [soft prompt, prompt, target] would be numbered.
             kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        keep = batch.target_width + 1  # the logit before each target token predicts it
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = keep
         output = self._base(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
-        logits = output.logits[:, -keep:-1, :]
-        labels = batch.labels[:, -batch.target_width :].to(device)
-        return F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-        )
+        logits: torch.Tensor = output.logits[:, -keep:, :]
+        return logits
+
+    def restore_best(self) -> None:
+        """Put the best epoch's soft prompt back in place (nothing to do without validation)."""
+        if self._best_prompt is not None:
+            with torch.no_grad():
+                self._soft_prompt.copy_(self._best_prompt)
 
     def save(self, directory: Path) -> None:
-        """Write the trained soft prompt as a PEFT adapter (safetensors) into `directory`."""
+        """Write the kept soft prompt (the best epoch's, with validation) as a PEFT adapter."""
+        self.restore_best()
         self.peft_model.save_pretrained(str(directory), safe_serialization=True)
+
+    @property
+    def stop_reason(self) -> str:
+        """Why training ended (or will end): early stopping, or every epoch done."""
+        if self.stopped is not None:
+            return self.stopped
+        return f"trained all {self.config.num_epochs} epochs"
+
+    def _validate(self, epoch: int) -> ValidationScore | None:
+        """Score the epoch's soft prompt; keep it if best; decide on early stopping."""
+        score = self.validate()
+        if score is None:
+            return None
+        self.validation_scores.append(score)
+        if improved(score, self._best_score, self.config.selection_metric):
+            self._best_score = score
+            self.best_epoch = epoch
+            self._best_prompt = self._soft_prompt.detach().clone()
+            return score
+        patience = self.config.early_stopping_patience
+        assert self.best_epoch is not None
+        if patience is not None and epoch - self.best_epoch >= patience:
+            self.stopped = (
+                f"early stopping: validation {self.config.selection_metric} did not improve "
+                f"for {patience} epoch{'s' if patience != 1 else ''} after epoch "
+                f"{self.best_epoch + 1}"
+            )
+        return score
 
     @property
     def _pad_id(self) -> int:
@@ -423,6 +415,48 @@ class PromptTrainer:
             epoch=epoch, groups=[batches[k : k + steps] for k in range(0, len(batches), steps)]
         )
         return self._plan
+
+
+def _schedule(total: int, warmup_share: float) -> Callable[[int], float]:
+    """Learning-rate factor per step: a linear rise over the warm-up, then a linear fall to 0.
+
+    The fall (as transformers' Trainer does by default) makes large early steps find the task
+    and small late ones settle the soft prompt instead of leaving it where the last batch
+    pushed it.
+    """
+    warmup = round(total * warmup_share)
+
+    def factor(done: int) -> float:
+        if done < warmup:
+            return (done + 1) / (warmup + 1)
+        return max(0.0, 1.0 - (done - warmup) / max(total - warmup, 1))
+
+    return factor
+
+
+def _validator(
+    loaded: LoadedModel,
+    training: Sequence[Example],
+    validation: Sequence[Example],
+    config: TrainingConfig,
+) -> Validator | None:
+    if not validation:
+        return None
+    tokenizer = loaded.tokenizer
+    labels = sorted({e.output for e in training} | {e.output for e in validation})
+
+    def decode(ids: list[int]) -> str:
+        return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+    return Validator(
+        validation,
+        encode_examples(tokenizer, validation, config, what="validation"),
+        labels=labels,
+        classification=config.task_id == "classification",
+        pad_token_id=loaded.pad_token_id,
+        eos_token_id=loaded.eos_token_id,
+        decode=decode,
+    )
 
 
 def _prompt_tuning_model(loaded: LoadedModel, config: TrainingConfig) -> PeftModel:

@@ -17,7 +17,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.to_thread
@@ -27,15 +27,19 @@ from granite_tuner.backends.base import BaseModelInfo, new_request_tag
 from granite_tuner.backends.local._models import ModelCache
 from granite_tuner.backends.local._store import Owner, RunRecord, RunState, RunStore, new_run_id
 from granite_tuner.backends.local._training import (
+    DEFAULT_EARLY_STOPPING_PATIENCE,
+    DEFAULT_VALIDATION_SPLIT,
     PromptTrainer,
     StepResult,
     TrainingCancelled,
     TrainingConfig,
 )
-from granite_tuner.data import LabelledSet
+from granite_tuner.data import Example, LabelledSet
 from granite_tuner.errors import ConfigurationError, RunNotFoundError
 from granite_tuner.parameters import PromptTuningParameters
-from granite_tuner.runs import MetricPoint, TuningRun
+from granite_tuner.runs import MetricPoint, TuningRun, ValidationPoint
+from granite_tuner.splitting import stratified_split
+from granite_tuner.validation import ValidationOptions
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["LocalTuningMixin"]
 
 logger = get_logger("granite_tuner.local")
+
+#: Fewest training examples from which a share is held out for validation by default.
+MIN_EXAMPLES_TO_SPLIT = 20
 
 #: Longest time between two writes of a running run's run.json (seconds).
 _SAVE_INTERVAL = 2.0
@@ -83,6 +90,7 @@ class LocalTuningMixin:
 
     model_name: str
     seed: int
+    precision: Literal["float32", "bfloat16"]
     models: ModelCache
     store: RunStore
     _torch_limiter: anyio.CapacityLimiter
@@ -117,16 +125,27 @@ class LocalTuningMixin:
         data_ref: str,
         parameters: PromptTuningParameters,
         request_tag: str | None = None,
+        validation: ValidationOptions | None = None,
     ) -> TuningRun:
-        """Create the run and start training it in the background; returns it `queued`."""
+        """Create the run and start training it in the background; returns it `queued`.
+
+        `validation` names uploaded validation data, or the share of the training data to
+        hold out (by default `DEFAULT_VALIDATION_SPLIT`), early stopping and the metric that
+        picks the kept epoch.
+        """
         task_group = self._open_task_group()
         await anyio.to_thread.run_sync(self.models.check_available, base_model)
-        if not await anyio.to_thread.run_sync(self.store.has_data, data_ref):
-            raise ConfigurationError(
-                f"There is no stored training data {data_ref[:12]}…; upload it with "
-                "upload_training_data() first and start the run with the reference it returns."
-            )
-        config = TrainingConfig.from_parameters(parameters, seed=self.seed)
+        validation = validation or ValidationOptions()
+        for ref, what in ((data_ref, "training"), (validation.data_ref, "validation")):
+            if ref is not None and not await anyio.to_thread.run_sync(self.store.has_data, ref):
+                raise ConfigurationError(
+                    f"There is no stored {what} data {ref[:12]}…; upload it with "
+                    "upload_training_data() first and start the run with the reference it "
+                    "returns."
+                )
+        config = await anyio.to_thread.run_sync(
+            functools.partial(self._config, parameters, validation, data_ref)
+        )
         record = RunRecord(
             id=new_run_id(),
             name=name,
@@ -137,6 +156,7 @@ class LocalTuningMixin:
             requested=parameters.model_dump(exclude_none=True),
             data_ref=data_ref,
             request_tag=request_tag or new_request_tag(),
+            validation_data_ref=validation.data_ref,
             created_at=_now(),
             message="waiting for a training slot",
             owner=Owner.current(),
@@ -149,6 +169,39 @@ class LocalTuningMixin:
             task_group.start_soon(self._train, active, name=f"granite-tuner local run {record.id}")
         logger.info("Queued local tuning run %s (%s) of %s", record.id, name, base_model)
         return record.to_run()
+
+    def _config(
+        self, parameters: PromptTuningParameters, validation: ValidationOptions, data_ref: str
+    ) -> TrainingConfig:
+        """The run's settings; the validation split is checked against the data's size here,
+        so that a split that cannot work is refused before the run exists."""
+        split = validation.split
+        if validation.data_ref is not None:
+            split = 0.0
+        elif split is None:
+            size = len(self.store.load_data(data_ref))
+            split = DEFAULT_VALIDATION_SPLIT if size >= MIN_EXAMPLES_TO_SPLIT else 0.0
+            if not split:
+                logger.info(
+                    "%d training examples are too few to hold some out for validation "
+                    "(%d needed); training without validation.",
+                    size,
+                    MIN_EXAMPLES_TO_SPLIT,
+                )
+        elif split > 0:
+            examples = self.store.load_data(data_ref).examples
+            stratified_split(examples, split, seed=self.seed)  # raises if a part is empty
+        patience = validation.early_stopping_patience
+        return TrainingConfig.from_parameters(
+            parameters,
+            seed=self.seed,
+            precision=self.precision,
+            selection_metric=validation.selection_metric,
+            early_stopping_patience=(
+                DEFAULT_EARLY_STOPPING_PATIENCE if patience is None else patience or None
+            ),
+            validation_split=split,
+        )
 
     async def get_tuning_run(self, run_id: str) -> TuningRun:
         active = self._active_runs.get(run_id)
@@ -244,9 +297,14 @@ class LocalTuningMixin:
         record = active.record
         async with self._training_slots:
             loaded = await self.models.get(record.base_model)
-            data = await anyio.to_thread.run_sync(self.store.load_data, record.data_ref)
+            training, validation = await anyio.to_thread.run_sync(self._run_data, active)
             build = functools.partial(
-                PromptTrainer, loaded, data.examples, active.config, cancel=active.cancel
+                PromptTrainer,
+                loaded,
+                training,
+                active.config,
+                validation=validation,
+                cancel=active.cancel,
             )
             trainer = await anyio.to_thread.run_sync(build, limiter=self._torch_limiter)
             record.state = "running"
@@ -271,10 +329,37 @@ class LocalTuningMixin:
                     f"epoch {result.epoch + 1}/{active.config.num_epochs}, "
                     f"step {result.iteration}/{trainer.total_steps}"
                 )
+                if result.validation is not None:
+                    record.validation.append(
+                        ValidationPoint(
+                            epoch=result.epoch,
+                            iteration=result.iteration,
+                            loss=result.validation.loss,
+                            accuracy=result.validation.accuracy,
+                            best_epoch=result.best_epoch,
+                        )
+                    )
+                    record.best_epoch = result.best_epoch
+                if result.stopped is not None:
+                    record.message = result.stopped
                 await self._save(active, force=result.epoch_finished)
+            record.stop_reason = trainer.stop_reason
             await anyio.to_thread.run_sync(
                 self.store.save_adapter, record.id, trainer.save, limiter=self._torch_limiter
             )
+
+    def _run_data(self, active: _ActiveRun) -> tuple[list[Example], list[Example]]:
+        """(training, validation) examples: the uploaded validation set, or a held-out share."""
+        record = active.record
+        examples = list(self.store.load_data(record.data_ref).examples)
+        if record.validation_data_ref is not None:
+            return examples, list(self.store.load_data(record.validation_data_ref).examples)
+        split = active.config.validation_split
+        if not split:
+            return examples, []
+        return stratified_split(
+            examples, split, seed=self.seed, stratify=record.task_id == "classification"
+        )
 
     def _one_step(self, active: _ActiveRun, trainer: PromptTrainer) -> StepResult | None:
         """One optimizer step (worker thread); notices a cancel asked for by another process."""
@@ -290,7 +375,11 @@ class LocalTuningMixin:
         active.last_saved = now
         record = active.record
         snapshot = record.model_copy(
-            update={"metrics": list(record.metrics), "epoch_losses": list(record.epoch_losses)}
+            update={
+                "metrics": list(record.metrics),
+                "epoch_losses": list(record.epoch_losses),
+                "validation": list(record.validation),
+            }
         )
         await anyio.to_thread.run_sync(self.store.save, snapshot)
 
@@ -303,6 +392,8 @@ class LocalTuningMixin:
             record.message = f"completed: {len(record.metrics)} steps" + (
                 f", last epoch mean loss {losses[-1]:.4f}" if losses else ""
             )
+            if record.best_epoch is not None:
+                record.message += f"; kept epoch {record.best_epoch + 1} ({record.stop_reason})"
         elif state == "canceled":
             record.message = record.failure_message = active.stop_reason or CANCELED_BY_REQUEST
         else:

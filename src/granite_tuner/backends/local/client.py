@@ -19,6 +19,7 @@ from granite_tuner.backends.local._models import (
     default_home,
     resolve_device,
 )
+from granite_tuner.backends.local._precision import Precision, resolve_precision
 from granite_tuner.backends.local._serving import LocalServingMixin
 from granite_tuner.backends.local._store import RunStore
 from granite_tuner.backends.local._tuning import CLIENT_CLOSED, LocalTuningMixin, _ActiveRun
@@ -48,7 +49,12 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
             again by id or name by a later client.
         device: `"cpu"`, `"cuda"`, `"cuda:N"`; by default a GPU when torch sees one (bf16 where
             supported), else the CPU (float32).
-        seed: seeds batch order and random init; the same seed and data give the same losses.
+        seed: seeds batch order, random init and the validation split; the same seed and data
+            give the same losses.
+        precision: `"auto"` (the default: bf16 autocast for training on a CPU that does bf16 in
+            hardware, float32 on other CPUs), `"float32"`, or `"bfloat16"` (an
+            `UnsupportedFeatureError` on a CPU without hardware bf16). The soft prompt and the
+            optimizer always keep float32.
 
     Leaving the `async with` cancels the runs still training (they end `canceled`, "client
     closed") and waits for their worker threads.
@@ -64,6 +70,7 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
         home: str | Path | None = None,
         device: str | None = None,
         seed: int = 0,
+        precision: Precision = "auto",
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(
@@ -74,6 +81,8 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
         _check_home(self.home)
         self.device, self.dtype = resolve_device(device)
         self.seed = seed
+        #: The precision training runs use here, "auto" resolved.
+        self.precision = resolve_precision(precision, self.device)
         self.models = ModelCache(self.home, device=self.device, dtype=self.dtype)
         self.store = RunStore(self.home)
         #: One torch job at a time (a training step, a generation batch): shared by both halves.
@@ -90,7 +99,7 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
     def __repr__(self) -> str:
         return (
             f"LocalClient(model={self.model_name!r}, home={str(self.home)!r}, "
-            f"device={str(self.device)!r})"
+            f"device={str(self.device)!r}, precision={self.precision!r})"
         )
 
     async def __aenter__(self) -> Self:
