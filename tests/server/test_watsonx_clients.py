@@ -97,7 +97,10 @@ def test_sdk_generate_text_stream(model: Any, expected: Expected) -> None:
     for prompt in PROMPTS:
         pieces = list(model.generate_text_stream(prompt=prompt, params=GREEDY))
         assert "".join(pieces) == expected.answers[RUN_NAMES[3]][prompt]
-        assert len([p for p in pieces if p]) > 1  # it streamed, it did not answer at the end
+        # An answer of several tokens streams in several pieces, not in one at the end.
+        forced = {**GREEDY, "min_new_tokens": MAX_TOKENS}
+        pieces = list(model.generate_text_stream(prompt=prompt, params=forced))
+        assert len([p for p in pieces if p]) > 1
 
 
 def test_sdk_chat(model: Any, expected: Expected) -> None:
