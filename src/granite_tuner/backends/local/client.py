@@ -27,6 +27,7 @@ from granite_tuner.backends.local._models import (
 from granite_tuner.backends.local._precision import Precision, resolve_precision
 from granite_tuner.backends.local._serving import ModelServer, ServingStats, StreamEvent
 from granite_tuner.backends.local._store import RunStore
+from granite_tuner.backends.local._threads import fit_torch_threads
 from granite_tuner.backends.local._tuning import TrainingRunner
 from granite_tuner.errors import ConfigurationError
 
@@ -68,8 +69,11 @@ class LocalClient:
             `UnsupportedFeatureError` on a CPU without hardware bf16). The soft prompt and the
             optimizer always keep float32.
 
-    Leaving the `async with` cancels the runs still training (they end `canceled`, "client
-    closed") and waits for their worker threads.
+    Entering the `async with` on the CPU lowers torch's thread count to the cores this process
+    may use when it is higher and neither `OMP_NUM_THREADS` nor `MKL_NUM_THREADS` is set (a
+    lower count, such as your own `torch.set_num_threads`, is kept). Leaving it cancels the
+    runs still training (they end `canceled`, "client closed") and waits for their worker
+    threads.
     """
 
     models: ModelCache
@@ -133,6 +137,7 @@ class LocalClient:
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise ConfigurationError("This LocalClient is open already; enter it only once.")
+        fit_torch_threads(self.device)  # see `_threads` for when it changes anything
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
