@@ -58,7 +58,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
     "Batcher",
     "Request",
-    "Served",
+    "ServedDeployment",
     "ServingStats",
 ]
 
@@ -87,7 +87,7 @@ class ServingStats:
 
 
 @dataclass(eq=False)
-class Served:
+class ServedDeployment:
     """A deployment as the server holds it: what it runs on, and its soft prompt if tuned."""
 
     info: DeploymentInfo
@@ -114,7 +114,7 @@ class Request:
     """One caller's prompt, and the slot its outcome is delivered in."""
 
     prompt: str
-    served: Served
+    served: ServedDeployment
     settings: DecodeSettings
     seed: int | None
     done: anyio.Event = field(default_factory=anyio.Event)

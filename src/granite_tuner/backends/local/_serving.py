@@ -49,7 +49,7 @@ from granite_tuner.backends.local._batching import (
     DEFAULT_MAX_BATCH_SIZE,
     Batcher,
     Request,
-    Served,
+    ServedDeployment,
     ServingStats,
 )
 from granite_tuner.backends.local._models import LoadedModel
@@ -138,8 +138,8 @@ class ModelServer:
         self.batcher = Batcher(
             torch_limiter=torch_limiter, max_batch_size=max_batch_size, batch_window=batch_window
         )
-        self._deployments: dict[str, Served] = {}
-        self._base: dict[str, Served] = {}
+        self._deployments: dict[str, ServedDeployment] = {}
+        self._base: dict[str, ServedDeployment] = {}
         self._base_lock = anyio.Lock()
 
     def open(self, task_group: TaskGroup) -> None:
@@ -174,7 +174,7 @@ class ModelServer:
         try:
             served = await self._load_tuned(info)
         except _DeployProblem as problem:
-            served = Served(
+            served = ServedDeployment(
                 info=info.model_copy(update={"state": "failed", "failure_message": str(problem)})
             )
             logger.warning("Deployment %s of %s failed: %s", info.id, model_id, problem)
@@ -325,7 +325,7 @@ class ModelServer:
 
     # --- deployments ------------------------------------------------------------------------
 
-    def _deployment(self, deployment_id: str) -> Served:
+    def _deployment(self, deployment_id: str) -> ServedDeployment:
         served = self._deployments.get(deployment_id)
         if served is None:
             raise DeploymentNotFoundError(
@@ -345,7 +345,7 @@ class ModelServer:
                     f"{served.info.id}; choose another, or delete that deployment first."
                 )
 
-    async def _load_tuned(self, info: DeploymentInfo) -> Served:
+    async def _load_tuned(self, info: DeploymentInfo) -> ServedDeployment:
         run_id = info.model_id
         assert run_id is not None
         try:
@@ -367,7 +367,7 @@ class ModelServer:
             raise _DeployProblem(str(exc)) from None
         verbalizer = run.parameters.get("verbalizer")
         max_input_tokens = run.parameters.get("max_input_tokens")
-        return Served(
+        return ServedDeployment(
             info=info.model_copy(update={"base_model_id": run.base_model}),
             loaded=loaded,
             soft_prompt=soft_prompt,
@@ -377,7 +377,7 @@ class ModelServer:
             max_input_tokens=max_input_tokens if isinstance(max_input_tokens, int) else None,
         )
 
-    async def _base_model(self, model_id: str) -> Served:
+    async def _base_model(self, model_id: str) -> ServedDeployment:
         """The internal deployment of a plain base model, created on first use."""
         served = self._base.get(model_id)
         if served is not None:
@@ -386,7 +386,7 @@ class ModelServer:
             served = self._base.get(model_id)
             if served is None:
                 loaded = await self._models.get(model_id)
-                served = Served(
+                served = ServedDeployment(
                     info=DeploymentInfo(
                         id=f"{BASE_PREFIX}{model_id}",
                         name=model_id,
