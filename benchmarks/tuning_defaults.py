@@ -141,11 +141,6 @@ def main() -> None:
         torch.set_num_threads(arguments.threads)
     device, dtype = resolve_device(None)
     loaded = ModelCache(default_home(), device=device, dtype=dtype).get_sync(DEFAULT_MODEL)
-    if arguments.threads:  # the trainer sets one thread per core the first time; keep ours
-        import granite_tuner.backends.local._training as training
-
-        training._cpu_threads_set = True
-        torch.set_num_threads(arguments.threads)
     rows: dict[str, list[dict[str, Any]]] = {}
     for text in arguments.setting:
         name, values = parse_setting(text)

@@ -81,6 +81,8 @@ class TuningRun(BaseModel):
     best_epoch: int | None = None
     #: Why training ended: every epoch done, or early stopping (local backend).
     stop_reason: str | None = None
+    #: The training- and validation-data references the run was started with.
+    data_refs: tuple[str, ...] = ()
 
     @property
     def is_finished(self) -> bool:

@@ -2,7 +2,8 @@
 
 Everything runs on a tiny randomly initialised Llama (hidden size 32, 2 layers) with a word-level
 tokenizer built here, and a prompt-tuning adapter saved with peft in the test; nothing is
-downloaded. The client is a small stand-in with the attributes `LocalServingMixin` needs.
+downloaded. The client is a small stand-in: the `ModelServer` part of `LocalClient`, given what
+it needs, with a task group of its own.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from granite_tuner.backends.base import ServingBackend
-from granite_tuner.backends.local._decoding import load_soft_prompt
+from granite_tuner.backends.local._adapter import load_soft_prompt
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.backends.local._serving import (
     DeploymentNotFoundError,
     GenerationError,
-    LocalServingMixin,
+    ModelServer,
 )
 from granite_tuner.deployment import Deployment
 from granite_tuner.errors import (
@@ -167,21 +168,23 @@ class _Store:
         return self.runs_root / run_id / "adapter"
 
 
-class StandIn(LocalServingMixin):
-    """What `LocalServingMixin` needs from `LocalClient`, and no more."""
+class StandIn(ModelServer):
+    """The `ModelServer` part given what it needs from `LocalClient`, and no more."""
 
     def __init__(self, tiny: Tiny, *, window: float = 0.05, max_batch: int = 32) -> None:
-        self.models = _Models(tiny.loaded)
-        self.store = _Store(tiny.adapter_dir.parent.parent)
-        self._torch_limiter = anyio.CapacityLimiter(1)
-        self._task_group = None
-        self.serving_batch_window = window
-        self.serving_max_batch_size = max_batch
         self.runs = {
             "run-ok": TuningRun(id="run-ok", state="completed", base_model=BASE),
             "run-busy": TuningRun(id="run-busy", state="running", base_model=BASE),
             "run-empty": TuningRun(id="run-empty", state="completed", base_model=BASE),
         }
+        super().__init__(
+            models=_Models(tiny.loaded),
+            adapters=_Store(tiny.adapter_dir.parent.parent),
+            runs=self.get_tuning_run,
+            torch_limiter=anyio.CapacityLimiter(1),
+            max_batch_size=max_batch,
+            batch_window=window,
+        )
 
     @property
     def backend_name(self) -> Literal["local"]:
@@ -196,7 +199,7 @@ class StandIn(LocalServingMixin):
     async def __aenter__(self) -> Self:
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
-        self._task_group = self._group
+        self.open(self._group)
         return self
 
     async def __aexit__(
@@ -205,11 +208,9 @@ class StandIn(LocalServingMixin):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        self.close()
         self._group.cancel_scope.cancel()
-        try:
-            return await self._group.__aexit__(exc_type, exc, tb)
-        finally:
-            self._task_group = None
+        return await self._group.__aexit__(exc_type, exc, tb)
 
 
 @pytest.fixture
@@ -795,6 +796,19 @@ async def test_a_client_can_serve_again_after_closing(tiny: Tiny) -> None:
 # --- deployments ---------------------------------------------------------------------------------
 
 
+async def test_deployments_are_listed_newest_first(client: StandIn) -> None:
+    assert await client.list_deployments() == []
+    await client.generate(PROMPTS[0], model_id=BASE, parameters=GREEDY)  # internal: not listed
+    first = await client.deploy("run-ok", name="first", serving_name=None)
+    failed = await client.deploy("run-busy", name="failed", serving_name=None)
+    third = await client.deploy("run-ok", name="third", serving_name="third_pt")
+    assert [d.id for d in await client.list_deployments()] == [third.id, failed.id, first.id]
+    await client.delete_deployment(first.id)
+    listed = await client.list_deployments()
+    assert listed == [third, failed]
+    assert listed[1].has_failed
+
+
 async def test_deploy_get_delete(client: StandIn) -> None:
     info = await client.deploy("run-ok", name="reviews", serving_name="reviews_pt")
     assert (info.state, info.model_id, info.base_model_id) == ("ready", "run-ok", BASE)
@@ -858,7 +872,7 @@ async def test_unknown_base_model_is_a_configuration_error(client: StandIn) -> N
 # --- with the real client ------------------------------------------------------------------------
 
 
-async def test_local_client_serves_through_the_mixin(tiny: Tiny, tmp_path: Path) -> None:
+async def test_local_client_serves_through_its_model_server(tiny: Tiny, tmp_path: Path) -> None:
     from granite_tuner.backends.local.client import LocalClient
 
     folder = tmp_path / "tiny-model"
@@ -877,6 +891,7 @@ async def test_local_client_serves_through_the_mixin(tiny: Tiny, tmp_path: Path)
         assert client.serving_stats().batches == 1
         info = await client.deploy("no-such-run", name="missing", serving_name=None)
         assert info.has_failed
+        assert await client.list_deployments() == [info]
     assert [a.text for a in answers] == [e.text for e in expected]
 
 

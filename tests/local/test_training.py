@@ -275,3 +275,18 @@ def test_saved_adapter_loads_back_with_peft(tiny_loaded: LoadedModel, tmp_path: 
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     loaded = PeftModel.from_pretrained(tiny_loaded.model, str(tmp_path / "adapter"))
     assert torch.equal(loaded.get_prompt(batch_size=1), trainer.peft_model.get_prompt(batch_size=1))
+
+
+def test_building_a_trainer_hides_peft_s_warning_and_leaves_the_filters(
+    tiny_loaded: LoadedModel,
+) -> None:
+    """PEFT's `is_gradient_checkpointing` FutureWarning is filtered around the wrap only."""
+    import warnings
+
+    examples = list(review_examples(8))
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PromptTrainer(tiny_loaded, examples, FAST)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+    assert warnings.filters == before

@@ -24,7 +24,7 @@ from granite_tuner import (
 )
 from granite_tuner.backends.local import LocalClient, RunStore
 from granite_tuner.backends.local import _precision as precision_module
-from granite_tuner.backends.local._decoding import load_soft_prompt
+from granite_tuner.backends.local._adapter import load_soft_prompt
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.backends.local._precision import cpu_has_bf16, resolve_precision
 from granite_tuner.backends.local._training import PromptTrainer, TrainingConfig

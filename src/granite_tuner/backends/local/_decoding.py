@@ -1,9 +1,10 @@
 """Decoding for the local server: one left-padded batch through one `model.generate` call.
 
-Everything here is synchronous torch work that `_serving` runs in a worker thread (which is also
-where this module, and with it transformers, is first imported); nothing here knows about
-deployments, queues or event loops. The settings and answers it deals in (`DecodeSettings`,
-`Decoded`) are the server's, defined in `_serving`.
+Everything here is synchronous torch work that the server's batcher (`_batching`) runs in a
+worker thread (which is also where this module, and with it transformers, is first imported);
+nothing here knows about deployments, queues or event loops. The settings and answers it deals in
+(`DecodeSettings`, `Decoded`) are defined in `_decode_types`, the logits processors in `_logits`,
+and reading a saved soft prompt in `_adapter`.
 
 Why the soft prompt is applied by hand instead of through `peft.PeftModel`:
 
@@ -45,48 +46,32 @@ repetition penalty counts the prompt's tokens as well as the generated ones, as 
 from __future__ import annotations
 
 import inspect
-import json
-import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file
 from transformers import (
     GenerationConfig,
-    LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
 )
 
-from granite_tuner.backends.local._serving import Decoded, DecodeSettings, LocalStopReason
+from granite_tuner.backends.local._decode_types import Decoded, DecodeSettings, LocalStopReason
+from granite_tuner.backends.local._logits import PerRowSampler, PromptAwareRepetitionPenalty
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "ADAPTER_CONFIG",
-    "ADAPTER_WEIGHTS",
-    "TextSink",
-    "decode_batch",
-    "load_soft_prompt",
-]
+__all__ = ["TextSink", "decode_batch"]
 
 #: Receives, after each decoding step, `(row, new text)` for the streamed rows whose text grew.
 TextSink = Callable[[list[tuple[int, str]]], None]
 
-#: The files `PeftModel.save_pretrained` writes for a prompt-tuning adapter.
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_PROMPT_KEY = "prompt_embeddings"
 # Tokens decoded at the end of each unfinished sequence to look for a stop sequence: one token
 # is at least one character except for special and partial-character tokens, so this many more
 # than the longest stop sequence is enough to see one that the newest token completed.
@@ -96,52 +81,6 @@ _STOP_WINDOW_SLACK = 8
 _MIN_SHARED_SAVING = 32
 # Models whose cache `_prefilled_cache` found it cannot reuse.
 _CACHE_NOT_REUSABLE: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:
-    """The learned virtual-token embeddings of a saved PEFT prompt-tuning adapter.
-
-    Returned on the model's device and in its dtype, shape `(virtual tokens, hidden size)`.
-    Raises `ConfigurationError` saying what is wrong when the folder holds no usable adapter.
-    """
-    config_path = adapter_dir / ADAPTER_CONFIG
-    weights_path = adapter_dir / ADAPTER_WEIGHTS
-    if not config_path.is_file() or not weights_path.is_file():
-        raise ConfigurationError(
-            f"No saved soft prompt in {adapter_dir} (expected {ADAPTER_CONFIG} and "
-            f"{ADAPTER_WEIGHTS}, as PeftModel.save_pretrained writes them)."
-        )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"Cannot read {config_path}: {exc}") from None
-    peft_type = config.get("peft_type") if isinstance(config, dict) else None
-    if peft_type != "PROMPT_TUNING":
-        raise ConfigurationError(
-            f"{adapter_dir} holds a {peft_type or 'unknown'} adapter; only prompt-tuning "
-            "adapters (peft_type PROMPT_TUNING) can be served here."
-        )
-    if config.get("num_transformer_submodules", 1) != 1:
-        raise ConfigurationError(
-            f"{adapter_dir} was saved for an encoder-decoder model; only causal language "
-            "models are served here."
-        )
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise ConfigurationError(f"Cannot read {weights_path}: {exc}") from None
-    prompt = tensors.get(_PROMPT_KEY)
-    embedding = model.get_input_embeddings()
-    weight = embedding.weight
-    assert isinstance(weight, torch.Tensor)
-    hidden = int(weight.shape[-1])
-    if prompt is None or prompt.ndim != 2 or int(prompt.shape[1]) != hidden:
-        shape = None if prompt is None else tuple(prompt.shape)
-        raise ConfigurationError(
-            f"{weights_path} does not hold a soft prompt for this model: expected a "
-            f"'{_PROMPT_KEY}' tensor of shape (virtual tokens, {hidden}), found {shape}."
-        )
-    return prompt.to(device=weight.device, dtype=weight.dtype)
 
 
 def decode_batch(
@@ -237,12 +176,12 @@ def _decode(
     processors = LogitsProcessorList()
     if settings.repetition_penalty is not None:
         processors.append(
-            _PromptAwareRepetitionPenalty(
+            PromptAwareRepetitionPenalty(
                 input_ids, attention_mask[:, virtual:], settings.repetition_penalty
             )
         )
     if settings.sample:
-        processors.append(_PerRowSampler(settings, seeds, device))
+        processors.append(PerRowSampler(settings, seeds, device))
     stop = _Stop(
         tokenizer,
         settings.stop_sequences,
@@ -391,80 +330,6 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[
     if isinstance(tokenizer.eos_token_id, int):
         ids.add(tokenizer.eos_token_id)
     return ids
-
-
-class _PromptAwareRepetitionPenalty(LogitsProcessor):
-    """Repetition penalty over the prompt's tokens and the tokens generated so far.
-
-    `transformers`' own processor sees only `generate`'s `input_ids`, which with embeddings as
-    input hold the new tokens alone; this one starts from the prompt's tokens. Seen tokens'
-    logits are divided by the penalty when positive and multiplied by it when negative.
-    """
-
-    def __init__(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, penalty: float):
-        self._prompt_ids = prompt_ids
-        self._prompt_mask = prompt_mask
-        self._penalty = penalty
-        self._seen: torch.Tensor | None = None
-        self._counted = 0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        seen = self._seen
-        if seen is None:
-            vocab = scores.shape[-1]
-            # Padding positions point at an extra column that is dropped afterwards.
-            index = self._prompt_ids.masked_fill(self._prompt_mask == 0, vocab)
-            grid = torch.zeros((index.shape[0], vocab + 1), dtype=torch.bool, device=scores.device)
-            grid.scatter_(1, index.to(scores.device), True)
-            seen = self._seen = grid[:, :vocab].contiguous()
-        if input_ids.shape[-1] > self._counted:
-            seen.scatter_(1, input_ids[:, self._counted :].to(scores.device), True)
-            self._counted = input_ids.shape[-1]
-        penalised = torch.where(scores < 0, scores * self._penalty, scores / self._penalty)
-        return torch.where(seen, penalised, scores)  # type: ignore[return-value]
-
-
-class _PerRowSampler(LogitsProcessor):
-    """Samples each row's next token from its own seeded generator; leaves only that token.
-
-    Applies temperature, top-k and top-p, draws one token per row, and returns scores that are
-    `-inf` everywhere except at the drawn token, which greedy selection then takes.
-    """
-
-    def __init__(
-        self, settings: DecodeSettings, seeds: Sequence[int | None], device: torch.device
-    ) -> None:
-        self._temperature = settings.temperature
-        self._warpers: list[LogitsProcessor] = []
-        if settings.top_k is not None:
-            self._warpers.append(TopKLogitsWarper(top_k=settings.top_k))
-        if settings.top_p is not None:
-            self._warpers.append(TopPLogitsWarper(top_p=settings.top_p))
-        self._generators = [_generator(seed, device) for seed in seeds]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        warped = scores.float() / self._temperature
-        for warper in self._warpers:
-            warped = warper(input_ids, warped)
-        probabilities = torch.softmax(warped, dim=-1)
-        chosen = torch.cat(
-            [
-                torch.multinomial(probabilities[row], 1, generator=generator)
-                for row, generator in enumerate(self._generators)
-            ]
-        ).unsqueeze(1)
-        only = torch.full_like(scores, -math.inf)
-        only.scatter_(1, chosen, 0.0)
-        return only  # type: ignore[return-value]
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
 
 
 class _Stop(StoppingCriteria):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -71,11 +70,6 @@ __all__ = [
 
 logger = get_logger("granite_tuner.local")
 
-# PEFT 0.21 reads the model's `is_gradient_checkpointing`, which transformers 5 deprecates with a
-# FutureWarning on every wrap; it concerns their code, not the user's, so it is not shown.
-warnings.filterwarnings(
-    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-)
 
 _T = TypeVar("_T")
 
@@ -235,7 +229,6 @@ class PromptTrainer:
         self.loaded = loaded
         self.config = config
         self._cancel = cancel
-        _use_all_cpu_cores(loaded.device)
         self.examples = encode_examples(loaded.tokenizer, examples, config)
         self._lengths = [example.length for example in self.examples]
         self.validator = _validator(loaded, examples, validation, config)
@@ -478,7 +471,14 @@ def _prompt_tuning_model(loaded: LoadedModel, config: TrainingConfig) -> PeftMod
             num_virtual_tokens=config.num_virtual_tokens,
             prompt_tuning_init=PromptTuningInit.RANDOM,
         )
-    model = get_peft_model(loaded.model, peft_config)
+    with warnings.catch_warnings():
+        # PEFT 0.21 reads the model's `is_gradient_checkpointing`, which transformers 5
+        # deprecates with a FutureWarning on every wrap; it concerns their code, not the user's.
+        # Filtered here only, around the call: the process's own filters are left as they are.
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        model = get_peft_model(loaded.model, peft_config)
     # PEFT may hook the shared model's input embeddings to require grads (for gradient
     # checkpointing); the soft prompt gets its gradient without it, and serving must not pay.
     disable = getattr(loaded.model, "disable_input_require_grads", None)
@@ -502,20 +502,3 @@ def _soft_prompt(model: PeftModel) -> torch.Tensor:
     encoder = model.prompt_encoder[model.active_adapter]
     assert isinstance(encoder, PromptEmbedding)
     return encoder.embedding.weight
-
-
-_cpu_threads_set = False
-
-
-def _use_all_cpu_cores(device: torch.device) -> None:
-    """One intra-op thread per CPU core this process may use (torch's default can differ)."""
-    global _cpu_threads_set
-    if device.type != "cpu" or _cpu_threads_set:
-        return
-    _cpu_threads_set = True
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    if torch.get_num_threads() != cores:
-        torch.set_num_threads(cores)

@@ -1,4 +1,4 @@
-"""The local side of the tuning seam: `LocalClient` as a `TuningBackend`.
+"""The local side of the tuning seam: the `TrainingRunner` that `LocalClient` holds.
 
 A run is a task in the client's task group that waits for a training slot (one run trains at a
 time; the others stay `queued`), loads the base model, and then runs one optimizer step per
@@ -44,7 +44,7 @@ from granite_tuner.validation import ValidationOptions
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-__all__ = ["LocalTuningMixin"]
+__all__ = ["TrainingRunner"]
 
 logger = get_logger("granite_tuner.local")
 
@@ -85,18 +85,46 @@ class _ActiveRun:
             self.scope.cancel()
 
 
-class LocalTuningMixin:
-    """The `TuningBackend` methods of `LocalClient`, on the PEFT engine and the run store."""
+class TrainingRunner:
+    """The `TuningBackend` half of `LocalClient`: PEFT training runs, kept in the run store.
 
-    model_name: str
-    seed: int
-    precision: Literal["float32", "bfloat16"]
-    models: ModelCache
-    store: RunStore
-    _torch_limiter: anyio.CapacityLimiter
-    _training_slots: anyio.CapacityLimiter
-    _active_runs: dict[str, _ActiveRun]
-    _task_group: TaskGroup | None
+    Gets through its constructor what it needs from the client: the configured model's name,
+    the model cache, the run store, the torch limiter it shares with serving, the seed and the
+    resolved training precision. The client's task group comes with `open()`, while the client
+    is open; `close()` stops the runs still training (they end `canceled`, "client closed").
+    """
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        models: ModelCache,
+        store: RunStore,
+        torch_limiter: anyio.CapacityLimiter,
+        seed: int,
+        precision: Literal["float32", "bfloat16"],
+    ) -> None:
+        self.model_name = model_name
+        self.models = models
+        self.store = store
+        self.seed = seed
+        self.precision = precision
+        self._torch_limiter = torch_limiter
+        #: Runs that train at once; the others wait `queued`.
+        self._training_slots = anyio.CapacityLimiter(1)
+        self._active_runs: dict[str, _ActiveRun] = {}
+        self._task_group: TaskGroup | None = None
+
+    def open(self, task_group: TaskGroup) -> None:
+        """Start runs in `task_group` from now on."""
+        self._task_group = task_group
+
+    def close(self) -> None:
+        """Start no more runs, and stop those still training before their next step (their
+        tasks end when the client cancels its task group)."""
+        self._task_group = None
+        for active in list(self._active_runs.values()):
+            active.stop(CLIENT_CLOSED, cancel_scope=False)
 
     async def tunable_models(self) -> list[BaseModelInfo]:
         """The configured model, and any other model this client has loaded.

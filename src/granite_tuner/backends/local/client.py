@@ -2,14 +2,19 @@
 
 One client owns a task group (open inside `async with`), the models it has loaded, the run
 store under its home folder, and one torch limiter that training and serving share, so that
-a single torch job runs at a time on the CPU and each training step is its own turn.
+a single torch job runs at a time on the CPU and each training step is its own turn. It is
+composed of two parts, each given what it needs when it is built: a `TrainingRunner`
+(`_tuning`: the `TuningBackend` calls) and a `ModelServer` (`_serving`: the `ServingBackend`
+calls). The client opens both on its task group, closes both explicitly, and hands each
+protocol call to the part that does it.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 
@@ -20,18 +25,26 @@ from granite_tuner.backends.local._models import (
     resolve_device,
 )
 from granite_tuner.backends.local._precision import Precision, resolve_precision
-from granite_tuner.backends.local._serving import LocalServingMixin
+from granite_tuner.backends.local._serving import ModelServer, ServingStats, StreamEvent
 from granite_tuner.backends.local._store import RunStore
-from granite_tuner.backends.local._tuning import CLIENT_CLOSED, LocalTuningMixin, _ActiveRun
+from granite_tuner.backends.local._threads import fit_torch_threads
+from granite_tuner.backends.local._tuning import TrainingRunner
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from granite_tuner.backends.base import BaseModelInfo, DeploymentInfo
+    from granite_tuner.data import LabelledSet
+    from granite_tuner.generation import GenerationParameters, GenerationResult
+    from granite_tuner.parameters import PromptTuningParameters
+    from granite_tuner.runs import TuningRun
+    from granite_tuner.validation import ValidationOptions
+
 __all__ = ["LocalClient"]
 
 
-class LocalClient(LocalTuningMixin, LocalServingMixin):
+class LocalClient:
     """Prompt-tunes and serves models locally with torch, transformers and peft.
 
     ```python
@@ -56,8 +69,11 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
             `UnsupportedFeatureError` on a CPU without hardware bf16). The soft prompt and the
             optimizer always keep float32.
 
-    Leaving the `async with` cancels the runs still training (they end `canceled`, "client
-    closed") and waits for their worker threads.
+    Entering the `async with` on the CPU lowers torch's thread count to the cores this process
+    may use when it is higher and neither `OMP_NUM_THREADS` nor `MKL_NUM_THREADS` is set (a
+    lower count, such as your own `torch.set_num_threads`, is kept). Leaving it cancels the
+    runs still training (they end `canceled`, "client closed") and waits for their worker
+    threads.
     """
 
     models: ModelCache
@@ -85,16 +101,32 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
         self.precision = resolve_precision(precision, self.device)
         self.models = ModelCache(self.home, device=self.device, dtype=self.dtype)
         self.store = RunStore(self.home)
-        #: One torch job at a time (a training step, a generation batch): shared by both halves.
-        self._torch_limiter = anyio.CapacityLimiter(1)
-        #: Runs that train at once; the others wait `queued`.
-        self._training_slots = anyio.CapacityLimiter(1)
-        self._active_runs: dict[str, _ActiveRun] = {}
+        #: One torch job at a time (a training step, a generation batch): shared by both parts.
+        torch_limiter = anyio.CapacityLimiter(1)
+        self._runner = TrainingRunner(
+            model_name=self.model_name,
+            models=self.models,
+            store=self.store,
+            torch_limiter=torch_limiter,
+            seed=seed,
+            precision=self.precision,
+        )
+        self._server = ModelServer(
+            models=self.models,
+            adapters=self.store,
+            runs=self._runner.get_tuning_run,
+            torch_limiter=torch_limiter,
+        )
         self._task_group: TaskGroup | None = None
 
     @property
     def backend_name(self) -> Literal["local"]:
         return "local"
+
+    @property
+    def default_base_model(self) -> str:
+        """The model a `Tuner` tunes when given none: the one this client was made with."""
+        return self.model_name
 
     def __repr__(self) -> str:
         return (
@@ -105,9 +137,12 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise ConfigurationError("This LocalClient is open already; enter it only once.")
+        fit_torch_threads(self.device)  # see `_threads` for when it changes anything
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._runner.open(task_group)
+        self._server.open(task_group)
         return self
 
     async def __aexit__(
@@ -119,12 +154,8 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
         task_group = self._task_group
         if task_group is None:
             return None
-        close_serving = getattr(self, "_aclose_serving", None)  # optional serving hook
-        if close_serving is not None:
-            with anyio.CancelScope(shield=True):
-                await close_serving()  # runs while the task group is still open
-        for active in list(self._active_runs.values()):
-            active.stop(CLIENT_CLOSED, cancel_scope=False)
+        self._server.close()
+        self._runner.close()
         task_group.cancel_scope.cancel()
         try:
             return await task_group.__aexit__(exc_type, exc, tb)
@@ -136,6 +167,155 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
             raise
         finally:
             self._task_group = None
+
+    # --- TuningBackend: the training runner does the work -----------------------------------
+
+    async def tunable_models(self) -> list[BaseModelInfo]:
+        """The configured model, and any other model this client has loaded.
+
+        Raises `ConfigurationError` when the configured model cannot be loaded offline, so that
+        a `Tuner` stops before it stores any training data.
+        """
+        return await self._runner.tunable_models()
+
+    async def upload_training_data(self, data: LabelledSet, *, name: str) -> str:
+        """Store the set under its SHA-256 (an identical set is stored once); returns the hash."""
+        return await self._runner.upload_training_data(data, name=name)
+
+    async def delete_training_data(self, data_ref: str) -> None:
+        await self._runner.delete_training_data(data_ref)
+
+    async def start_tuning(
+        self,
+        *,
+        name: str,
+        base_model: str,
+        data_ref: str,
+        parameters: PromptTuningParameters,
+        request_tag: str | None = None,
+        validation: ValidationOptions | None = None,
+    ) -> TuningRun:
+        """Create the run and start training it in the background; returns it `queued`.
+
+        `validation` names uploaded validation data, or the share of the training data to
+        hold out, early stopping and the metric that picks the kept epoch.
+        """
+        return await self._runner.start_tuning(
+            name=name,
+            base_model=base_model,
+            data_ref=data_ref,
+            parameters=parameters,
+            request_tag=request_tag,
+            validation=validation,
+        )
+
+    async def get_tuning_run(self, run_id: str) -> TuningRun:
+        return await self._runner.get_tuning_run(run_id)
+
+    async def find_tuning_runs(self, name: str) -> list[TuningRun]:
+        """Runs with exactly this name (in this client or found on disk), newest first."""
+        return await self._runner.find_tuning_runs(name)
+
+    async def find_tuning_run_by_tag(self, request_tag: str) -> TuningRun | None:
+        return await self._runner.find_tuning_run_by_tag(request_tag)
+
+    async def list_tuning_runs(self) -> list[TuningRun]:
+        """Every stored run, newest first."""
+        return await self._runner.list_tuning_runs()
+
+    async def cancel_tuning_run(self, run_id: str) -> None:
+        """Stop the run within one step; a run trained by another live process is asked to stop
+        through the store; a finished run is left as it is."""
+        await self._runner.cancel_tuning_run(run_id)
+
+    async def delete_tuning_run(self, run_id: str) -> None:
+        """Stop the run if it is training, then remove it and its adapter from disk."""
+        await self._runner.delete_tuning_run(run_id)
+
+    # --- ServingBackend: the model server does the work -------------------------------------
+
+    async def deploy(
+        self, model_id: str, *, name: str, serving_name: str | None, request_tag: str | None = None
+    ) -> DeploymentInfo:
+        """Serve the soft prompt of the completed local run `model_id` (its run id); the
+        deployment is `ready` when this returns, or `failed` with a message saying why."""
+        return await self._server.deploy(
+            model_id, name=name, serving_name=serving_name, request_tag=request_tag
+        )
+
+    async def find_deployment_by_tag(self, request_tag: str) -> DeploymentInfo | None:
+        return await self._server.find_deployment_by_tag(request_tag)
+
+    async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
+        return await self._server.get_deployment(deployment_id)
+
+    async def list_deployments(self) -> list[DeploymentInfo]:
+        """This client's deployments, newest first (they live in memory, in this client)."""
+        return await self._server.list_deployments()
+
+    async def delete_deployment(self, deployment_id: str) -> None:
+        """Stop serving: the soft prompt is dropped (the shared base model stays loaded)."""
+        await self._server.delete_deployment(deployment_id)
+
+    async def serving_name_available(self, serving_name: str) -> bool:
+        return await self._server.serving_name_available(serving_name)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model_id: str | None = None,
+        deployment_id: str | None = None,
+        parameters: GenerationParameters | Mapping[str, Any] | None = None,
+    ) -> GenerationResult:
+        """One completion from a deployment (`deployment_id`) or a base model (`model_id`);
+        concurrent calls share forward passes."""
+        return await self._server.generate(
+            prompt, model_id=model_id, deployment_id=deployment_id, parameters=parameters
+        )
+
+    def generate_stream(
+        self,
+        prompt: str,
+        *,
+        model_id: str | None = None,
+        deployment_id: str | None = None,
+        parameters: GenerationParameters | Mapping[str, Any] | None = None,
+        verbalize: bool = True,
+    ) -> AsyncGenerator[StreamEvent]:
+        """`generate`, as pieces of text that leave as soon as they are decoded; the last
+        event carries the `GenerationResult`. `verbalize=False` sends the prompt as it is."""
+        return self._server.generate_stream(
+            prompt,
+            model_id=model_id,
+            deployment_id=deployment_id,
+            parameters=parameters,
+            verbalize=verbalize,
+        )
+
+    # --- serving extras ---------------------------------------------------------------------
+
+    def serving_stats(self) -> ServingStats:
+        """Batches run and prompts answered by this client so far."""
+        return self._server.serving_stats()
+
+    @property
+    def serving_max_batch_size(self) -> int:
+        """The most prompts one forward pass takes (32 by default)."""
+        return self._server.batcher.max_batch_size
+
+    @serving_max_batch_size.setter
+    def serving_max_batch_size(self, value: int) -> None:
+        self._server.batcher.max_batch_size = value
+
+    @property
+    def serving_batch_window(self) -> float:
+        """How long (seconds) the server waits for more requests after the first of a batch."""
+        return self._server.batcher.batch_window
+
+    @serving_batch_window.setter
+    def serving_batch_window(self, value: float) -> None:
+        self._server.batcher.batch_window = value
 
 
 def _check_home(home: Path) -> None:

@@ -1,0 +1,73 @@
+"""Reading a saved soft prompt: the one tensor a PEFT prompt-tuning adapter holds.
+
+The server applies the soft prompt by hand (see `_decoding` for why), so it needs the tensor, not
+a `PeftModel`; this reads it from the folder `PeftModel.save_pretrained` wrote and checks that it
+fits the model. Runs in a worker thread (safetensors reads the file).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import load_file
+
+from granite_tuner.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "load_soft_prompt"]
+
+#: The files `PeftModel.save_pretrained` writes for a prompt-tuning adapter.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PROMPT_KEY = "prompt_embeddings"
+
+
+def load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:
+    """The learned virtual-token embeddings of a saved PEFT prompt-tuning adapter.
+
+    Returned on the model's device and in its dtype, shape `(virtual tokens, hidden size)`.
+    Raises `ConfigurationError` saying what is wrong when the folder holds no usable adapter.
+    """
+    config_path = adapter_dir / ADAPTER_CONFIG
+    weights_path = adapter_dir / ADAPTER_WEIGHTS
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ConfigurationError(
+            f"No saved soft prompt in {adapter_dir} (expected {ADAPTER_CONFIG} and "
+            f"{ADAPTER_WEIGHTS}, as PeftModel.save_pretrained writes them)."
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot read {config_path}: {exc}") from None
+    peft_type = config.get("peft_type") if isinstance(config, dict) else None
+    if peft_type != "PROMPT_TUNING":
+        raise ConfigurationError(
+            f"{adapter_dir} holds a {peft_type or 'unknown'} adapter; only prompt-tuning "
+            "adapters (peft_type PROMPT_TUNING) can be served here."
+        )
+    if config.get("num_transformer_submodules", 1) != 1:
+        raise ConfigurationError(
+            f"{adapter_dir} was saved for an encoder-decoder model; only causal language "
+            "models are served here."
+        )
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ConfigurationError(f"Cannot read {weights_path}: {exc}") from None
+    prompt = tensors.get(_PROMPT_KEY)
+    embedding = model.get_input_embeddings()
+    weight = embedding.weight
+    assert isinstance(weight, torch.Tensor)
+    hidden = int(weight.shape[-1])
+    if prompt is None or prompt.ndim != 2 or int(prompt.shape[1]) != hidden:
+        shape = None if prompt is None else tuple(prompt.shape)
+        raise ConfigurationError(
+            f"{weights_path} does not hold a soft prompt for this model: expected a "
+            f"'{_PROMPT_KEY}' tensor of shape (virtual tokens, {hidden}), found {shape}."
+        )
+    return prompt.to(device=weight.device, dtype=weight.dtype)

@@ -1,0 +1,72 @@
+"""What the local server and its decoder exchange: decoding settings in, answers out.
+
+Kept apart from both so that the server (`_serving`, `_batching`) and the decoder
+(`_decoding`, which imports transformers) depend on this module and not on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from granite_tuner.generation import GenerationParameters
+
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DecodeSettings", "Decoded", "LocalStopReason"]
+
+#: What watsonx.ai generates when `max_new_tokens` is not given.
+DEFAULT_MAX_NEW_TOKENS = 20
+
+LocalStopReason = Literal["max_tokens", "eos_token", "stop_sequence", "time_limit", "cancelled"]
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """`GenerationParameters` with every default resolved; equal settings can share a batch.
+
+    `random_seed` is not part of it: every request samples from its own generator.
+    """
+
+    sample: bool = False
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    min_new_tokens: int = 0
+    stop_sequences: tuple[str, ...] = ()
+    include_stop_sequence: bool = True
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    time_limit_ms: int | None = None
+    truncate_input_tokens: int | None = None
+
+    @classmethod
+    def from_parameters(cls, parameters: GenerationParameters | None) -> DecodeSettings:
+        p = parameters or GenerationParameters()
+        # Sampling at temperature 0 is greedy decoding (and the sampling knobs are moot).
+        sample = p.decoding_method == "sample" and p.temperature != 0.0
+        return cls(
+            sample=sample,
+            max_new_tokens=DEFAULT_MAX_NEW_TOKENS if p.max_new_tokens is None else p.max_new_tokens,
+            min_new_tokens=p.min_new_tokens or 0,
+            stop_sequences=tuple(p.stop_sequences or ()),
+            include_stop_sequence=p.include_stop_sequence is not False,
+            temperature=(p.temperature if p.temperature is not None else 1.0) if sample else 1.0,
+            top_k=p.top_k if sample else None,
+            top_p=p.top_p if sample and p.top_p is not None and p.top_p < 1.0 else None,
+            repetition_penalty=(
+                p.repetition_penalty
+                if p.repetition_penalty is not None and p.repetition_penalty != 1.0
+                else None
+            ),
+            time_limit_ms=p.time_limit,
+            truncate_input_tokens=p.truncate_input_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The answer to one prompt of a batch (only the new tokens)."""
+
+    text: str
+    generated_token_count: int
+    input_token_count: int
+    stop_reason: LocalStopReason
