@@ -277,6 +277,9 @@ class _ServingState:
     stats: ServingStats = ServingStats()
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
 class _DeployProblem(Exception):
     """Why a deployment cannot serve; its message becomes the deployment's failure message."""
 
@@ -345,6 +348,11 @@ class LocalServingMixin:
 
     async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
         return self._deployment(deployment_id).info
+
+    async def list_deployments(self) -> list[DeploymentInfo]:
+        """The deployments this client serves, newest first."""
+        infos = [served.info for served in self._serving_state().deployments.values()]
+        return sorted(infos, key=lambda info: info.created_at or _EPOCH, reverse=True)
 
     async def delete_deployment(self, deployment_id: str) -> None:
         """Stop serving: the soft prompt is dropped (the shared base model stays loaded).

@@ -204,6 +204,9 @@ class RunRecord(BaseModel):
             validation=tuple(self.validation),
             best_epoch=self.best_epoch,
             stop_reason=self.stop_reason,
+            data_refs=tuple(
+                ref for ref in (self.data_ref, self.validation_data_ref) if ref is not None
+            ),
         )
 
     def as_interrupted(self) -> RunRecord:

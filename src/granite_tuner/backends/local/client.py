@@ -96,6 +96,16 @@ class LocalClient(LocalTuningMixin, LocalServingMixin):
     def backend_name(self) -> Literal["local"]:
         return "local"
 
+    @property
+    def default_base_model(self) -> str:
+        """The model this client was made with (`model_name`)."""
+        return self.model_name
+
+    @property
+    def supports_validation(self) -> bool:
+        """True: a run validates after every epoch and keeps the best epoch's soft prompt."""
+        return True
+
     def __repr__(self) -> str:
         return (
             f"LocalClient(model={self.model_name!r}, home={str(self.home)!r}, "
