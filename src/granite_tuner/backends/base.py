@@ -36,6 +36,7 @@ __all__ = [
     "REQUEST_TAG_PREFIX",
     "SERVING_NAME_PATTERN",
     "UNKNOWN_DEPLOYMENT_STATE",
+    "Backend",
     "BaseModelInfo",
     "DeploymentInfo",
     "DeploymentState",
@@ -305,3 +306,9 @@ class ServingBackend(Protocol):
     ) -> GenerationResult:
         """One completion from a base model (`model_id`) or a deployment (`deployment_id`)."""
         ...
+
+
+@runtime_checkable
+class Backend(TuningBackend, ServingBackend, Protocol):
+    """Both seams at once, as `WatsonxClient` and `LocalClient` provide them (what the CLI
+    and code that works with either client take)."""
