@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from granite_tuner.runs import TrainingState
+
 __all__ = [
     "EpochCompleted",
     "RunFinished",
@@ -43,12 +45,17 @@ class RunSubmitted(_Event):
 
 
 class StateChanged(_Event):
-    """The service reports a new state (`queued`, `running`, `completed`, ...)."""
+    """The service reports a new state (`queued`, `running`, `completed`, ...).
+
+    A state this version does not know comes as `running`, with the service's own value in
+    `service_state`.
+    """
 
     kind: Literal["state_changed"] = "state_changed"
-    previous: str | None
-    state: str
+    previous: TrainingState | None
+    state: TrainingState
     message: str | None = None
+    service_state: str | None = None
 
 
 class StepLogged(_Event):
@@ -80,7 +87,7 @@ class RunFinished(_Event):
     """The run reached a final state; no more events follow."""
 
     kind: Literal["finished"] = "finished"
-    state: str
+    state: TrainingState
     final_loss: float | None = None
     model_id: str | None = None
     best_epoch: int | None = None

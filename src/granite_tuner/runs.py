@@ -12,25 +12,46 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "FINISHED_STATES",
     "KNOWN_STATES",
+    "UNKNOWN_TRAINING_STATE",
     "MetricPoint",
+    "TrainingState",
     "TuningResult",
     "TuningRun",
     "ValidationPoint",
     "epoch_groups",
     "loss_per_epoch",
+    "training_state",
 ]
 
+#: Where a tuning run is, on either backend (watsonx.ai protocol §7.2; `error` is legacy). A
+#: run goes `queued`/`pending` -> `running` -> (`storing`) -> `completed`, `failed` or
+#: `canceled`; the local backend uses a subset.
+TrainingState = Literal[
+    "queued", "pending", "running", "storing", "completed", "failed", "canceled", "error"
+]
 #: States after which a run changes no more.
-FINISHED_STATES = frozenset({"completed", "failed", "canceled", "error"})
-#: Every state the protocol documents; anything else is treated as "still going".
-KNOWN_STATES = frozenset({"queued", "pending", "running", "storing"}) | FINISHED_STATES
+FINISHED_STATES: frozenset[TrainingState] = frozenset({"completed", "failed", "canceled", "error"})
+#: Every state the protocol documents.
+KNOWN_STATES: frozenset[TrainingState] = frozenset(get_args(TrainingState))
+#: What a state this version does not know becomes: the run is treated as still going (a
+#: newer service may add states; waiting on is safe, stopping early would not be).
+UNKNOWN_TRAINING_STATE: TrainingState = "running"
+
+
+def training_state(value: object) -> tuple[TrainingState, str | None]:
+    """A service's state as `(state, service_state)`: a known state as is (and None), anything
+    else as `UNKNOWN_TRAINING_STATE` with the service's own value kept for logs and users."""
+    for known in KNOWN_STATES:
+        if value == known:
+            return known, None
+    return UNKNOWN_TRAINING_STATE, str(value)
 
 
 class MetricPoint(BaseModel):
@@ -64,7 +85,10 @@ class TuningRun(BaseModel):
 
     id: str
     name: str | None = None
-    state: str
+    state: TrainingState
+    #: The state as the service sent it, when this version does not know it (`state` is then
+    #: `UNKNOWN_TRAINING_STATE`); None otherwise.
+    service_state: str | None = None
     base_model: str | None = None
     task_id: str | None = None
     model_id: str | None = None
@@ -115,7 +139,7 @@ class TuningResult(BaseModel):
     run_id: str
     name: str | None = None
     backend: Literal["watsonx", "local"]
-    state: str
+    state: TrainingState
     model_id: str | None = None
     base_model: str | None = None
     task_id: str | None = None

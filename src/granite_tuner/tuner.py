@@ -68,7 +68,7 @@ from granite_tuner.events import (
     TuningEvent,
 )
 from granite_tuner.parameters import PromptTuningParameters
-from granite_tuner.runs import KNOWN_STATES, TuningResult, TuningRun, epoch_groups
+from granite_tuner.runs import TuningResult, TuningRun, epoch_groups
 from granite_tuner.validation import (
     SelectionMetric,
     check_backend_accepts,
@@ -331,7 +331,10 @@ class Tuner:
         if self.training_data is None:
             raise ConfigurationError("training_data is required to start a run.")
         check_backend_accepts(
-            self.client, self.validation, has_data=self.validation_data is not None
+            self.client.backend_name,
+            self.client.supports_validation,
+            self.validation,
+            has_data=self.validation_data is not None,
         )
         data = await self._load_training_data()
         validation_set = await self._load_validation_data()
@@ -353,7 +356,6 @@ class Tuner:
                 logger.info("Found tuning run %s, started by an earlier create", found.id)
                 return RunSubmitted(run_id=found.id, name=self.name, base_model=self.base_model)
         self._create_sent = True
-        extra: dict[str, Any] = {} if validation is None else {"validation": validation}
         try:
             # With cancel_on_exit, a create once begun is seen through: a cancellation that
             # came while it was in flight (the service may already have started the run) then
@@ -365,7 +367,7 @@ class Tuner:
                     data_ref=self.data_ref,
                     parameters=self.parameters,
                     request_tag=self.request_tag,
-                    **extra,
+                    validation=validation,
                 )
                 self.run_id = run.id
         except anyio.get_cancelled_exc_class():
@@ -449,7 +451,7 @@ class Tuner:
                 async for run in snapshots:
                     for event in self._changes(previous, run, unknown_states_logged):
                         yield event
-                    if previous is None or run.state != previous.state:
+                    if _state_changed(previous, run):
                         poller.reset_interval()
                     previous = self.last_run = run
                     if run.is_finished:
@@ -479,17 +481,19 @@ class Tuner:
         """The events between two snapshots: state change, new steps, finished epochs."""
         events: list[TuningEvent] = []
         state_change: StateChanged | None = None
-        if previous is None or run.state != previous.state:
-            if run.state not in KNOWN_STATES and run.state not in unknown_states_logged:
-                unknown_states_logged.add(run.state)
+        if _state_changed(previous, run):
+            unknown = run.service_state
+            if unknown is not None and unknown not in unknown_states_logged:
+                unknown_states_logged.add(unknown)
                 logger.warning(
-                    "Run %s is in state %r, unknown to this version; waiting on", run.id, run.state
+                    "Run %s is in state %r, unknown to this version; waiting on", run.id, unknown
                 )
             state_change = StateChanged(
                 run_id=run.id,
                 previous=previous.state if previous else None,
                 state=run.state,
                 message=run.message,
+                service_state=run.service_state,
             )
         seen_points = len(previous.metrics) if previous else 0
         for point in run.metrics[seen_points:]:
@@ -553,6 +557,14 @@ class Tuner:
                 logger.info("Canceled tuning run %s", run_id)
             except Exception as exc:
                 logger.warning("Could not cancel tuning run %s: %s", run_id, exc)
+
+
+def _state_changed(previous: TuningRun | None, run: TuningRun) -> bool:
+    """Whether `run` is in another state than `previous` (an unknown one counts by its own
+    name, so that one unknown state following another is a change too)."""
+    if previous is None:
+        return True
+    return (run.state, run.service_state) != (previous.state, previous.service_state)
 
 
 def _parameters(

@@ -2,14 +2,13 @@
 
 These are `Tuner` arguments rather than `PromptTuningParameters` fields because they are not
 tuning parameters of the service: watsonx.ai's training API takes no validation data and has
-no early stopping (protocol §7), so they must never reach its request body. A backend that can
-use them takes a `validation=` keyword in `start_tuning`; `Tuner` refuses them, before
-anything is uploaded, for a backend that cannot.
+no early stopping (protocol §7), so they must never reach its request body. `start_tuning`
+takes them as `validation=`; a backend whose `supports_validation` is false refuses them, and
+`Tuner` checks that before anything is uploaded.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +18,6 @@ from granite_tuner.errors import InvalidParametersError, UnsupportedFeatureError
 __all__ = [
     "SelectionMetric",
     "ValidationOptions",
-    "accepts_validation",
     "check_backend_accepts",
     "validation_options",
 ]
@@ -95,22 +93,13 @@ def validation_options(
     )
 
 
-def accepts_validation(client: object) -> bool:
-    """Whether `client.start_tuning` takes a `validation=` keyword (the local backend does)."""
-    start = getattr(client, "start_tuning", None)
-    if start is None:
-        return False
-    try:
-        return "validation" in inspect.signature(start).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def check_backend_accepts(client: object, options: ValidationOptions, *, has_data: bool) -> None:
-    """`UnsupportedFeatureError` when validation was asked of a backend that cannot use it."""
-    if not (options.requested or has_data) or accepts_validation(client):
+def check_backend_accepts(
+    backend_name: str, supports_validation: bool, options: ValidationOptions, *, has_data: bool
+) -> None:
+    """`UnsupportedFeatureError` when validation was asked of a backend that cannot use it
+    (`has_data`: validation data was given, not yet uploaded)."""
+    if not (options.requested or has_data) or supports_validation:
         return
-    name = getattr(client, "backend_name", type(client).__name__)
     asked = [
         label
         for label, value in (
@@ -122,8 +111,8 @@ def check_backend_accepts(client: object, options: ValidationOptions, *, has_dat
         if value is not None
     ]
     raise UnsupportedFeatureError(
-        f"The {name} backend cannot use {', '.join(asked)}: its tuning API takes training data "
-        "and tuning parameters only (watsonx.ai documents no validation data and no early "
-        "stopping). Leave these out for this backend, or tune with the local backend "
+        f"The {backend_name} backend cannot use {', '.join(asked)}: its tuning API takes "
+        "training data and tuning parameters only (watsonx.ai documents no validation data and "
+        "no early stopping). Leave these out for this backend, or tune with the local backend "
         "(LocalClient), which validates after every epoch and keeps the best one."
     )

@@ -1,8 +1,9 @@
 """The seam between the workflow and an engine: what `Tuner` and `Deployment` need.
 
-`Tuner` (and later `Deployment` and `Evaluator`) speak only to this Protocol. A backend
-speaks only to its service or engine, and what crosses the seam is this package's own
-models (`LabelledSet`, `PromptTuningParameters`, `TuningRun`), never wire JSON.
+`Tuner`, `Deployment`, `Evaluator` and the CLI speak only to these Protocols: they name every
+operation those need, so nothing outside a backend casts to a concrete client. A backend speaks
+only to its service or engine, and what crosses the seam is this package's own models
+(`LabelledSet`, `PromptTuningParameters`, `TuningRun`, `DeploymentInfo`), never wire JSON.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,6 +26,7 @@ from granite_tuner.errors import (
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import TuningRun
+from granite_tuner.validation import ValidationOptions
 
 __all__ = [
     "FAILED_STATES",
@@ -33,8 +35,11 @@ __all__ = [
     "READY_STATES",
     "REQUEST_TAG_PREFIX",
     "SERVING_NAME_PATTERN",
+    "UNKNOWN_DEPLOYMENT_STATE",
+    "Backend",
     "BaseModelInfo",
     "DeploymentInfo",
+    "DeploymentState",
     "ServingBackend",
     "TuningBackend",
     "certainly_not_created",
@@ -42,6 +47,7 @@ __all__ = [
     "check_request_tag",
     "check_run_name",
     "check_serving_name",
+    "deployment_state",
     "new_request_tag",
 ]
 
@@ -110,6 +116,16 @@ class TuningBackend(Protocol):
     @property
     def backend_name(self) -> Literal["watsonx", "local"]: ...
 
+    @property
+    def default_base_model(self) -> str:
+        """The base model to tune when the caller names none."""
+        ...
+
+    @property
+    def supports_validation(self) -> bool:
+        """Whether `start_tuning` can use `validation=` (checked before anything is uploaded)."""
+        ...
+
     async def tunable_models(self) -> list[BaseModelInfo]:
         """The base models that can be prompt-tuned here now."""
         ...
@@ -128,9 +144,11 @@ class TuningBackend(Protocol):
         data_ref: str,
         parameters: PromptTuningParameters,
         request_tag: str | None = None,
+        validation: ValidationOptions | None = None,
     ) -> TuningRun:
         """Start one run, findable by `request_tag` (generated when not given). Must never
-        start two, even when an answer is lost and retried."""
+        start two, even when an answer is lost and retried. `validation` (held-out data, early
+        stopping) raises `UnsupportedFeatureError` where `supports_validation` is false."""
         ...
 
     async def find_tuning_run_by_tag(self, request_tag: str) -> TuningRun | None:
@@ -145,9 +163,36 @@ class TuningBackend(Protocol):
         """Runs with exactly this name, newest first."""
         ...
 
+    async def list_tuning_runs(self) -> list[TuningRun]:
+        """Every run this backend can see, newest first."""
+        ...
+
     async def cancel_tuning_run(self, run_id: str) -> None: ...
 
     async def delete_tuning_run(self, run_id: str) -> None: ...
+
+
+#: Where a deployment is, on either backend: `initializing` -> `ready`, or `failed` (protocol
+#: §8; watsonx.ai's legacy `DEPLOY_*` names are read as these).
+DeploymentState = Literal["initializing", "ready", "failed"]
+#: What a state this version does not know becomes: not ready yet, so a caller waits on.
+UNKNOWN_DEPLOYMENT_STATE: DeploymentState = "initializing"
+_LEGACY_DEPLOYMENT_STATES: dict[str, DeploymentState] = {
+    "DEPLOY_IN_PROGRESS": "initializing",
+    "DEPLOY_SUCCESS": "ready",
+    "DEPLOY_FAILED": "failed",
+}
+
+
+def deployment_state(value: object) -> tuple[DeploymentState, str | None]:
+    """A service's state as `(state, service_state)`: a known (or legacy) state as the state it
+    means (and None), anything else as `UNKNOWN_DEPLOYMENT_STATE` with the value kept."""
+    for known in get_args(DeploymentState):
+        if value == known:
+            return known, None
+    if isinstance(value, str) and value in _LEGACY_DEPLOYMENT_STATES:
+        return _LEGACY_DEPLOYMENT_STATES[value], None
+    return UNKNOWN_DEPLOYMENT_STATE, str(value)
 
 
 class DeploymentInfo(BaseModel):
@@ -157,7 +202,10 @@ class DeploymentInfo(BaseModel):
 
     id: str
     name: str | None = None
-    state: str
+    state: DeploymentState
+    #: The state as the service sent it, when this version does not know it (`state` is then
+    #: `UNKNOWN_DEPLOYMENT_STATE`); None otherwise.
+    service_state: str | None = None
     serving_name: str | None = None
     model_id: str | None = None
     base_model_id: str | None = None
@@ -213,9 +261,9 @@ def check_run_name(name: object) -> str:
     return name
 
 
-#: Deployment states (legacy names included) that mean "serving" and "will not serve".
-READY_STATES = frozenset({"ready", "DEPLOY_SUCCESS"})
-FAILED_STATES = frozenset({"failed", "DEPLOY_FAILED"})
+#: Deployment states that mean "serving" and "will not serve".
+READY_STATES: frozenset[DeploymentState] = frozenset({"ready"})
+FAILED_STATES: frozenset[DeploymentState] = frozenset({"failed"})
 
 
 @runtime_checkable
@@ -240,6 +288,10 @@ class ServingBackend(Protocol):
         """The deployment's current state; `DeploymentNotFoundError` when there is none."""
         ...
 
+    async def list_deployments(self) -> list[DeploymentInfo]:
+        """Every deployment this backend can see, newest first."""
+        ...
+
     async def delete_deployment(self, deployment_id: str) -> None: ...
 
     async def serving_name_available(self, serving_name: str) -> bool: ...
@@ -254,3 +306,9 @@ class ServingBackend(Protocol):
     ) -> GenerationResult:
         """One completion from a base model (`model_id`) or a deployment (`deployment_id`)."""
         ...
+
+
+@runtime_checkable
+class Backend(TuningBackend, ServingBackend, Protocol):
+    """Both seams at once, as `WatsonxClient` and `LocalClient` provide them (what the CLI
+    and code that works with either client take)."""

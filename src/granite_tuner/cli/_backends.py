@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from granite_tuner.backends.base import Backend
 from granite_tuner.backends.watsonx import RetryPolicy, WatsonxClient
 from granite_tuner.errors import ConfigurationError
 from granite_tuner.limits import RateLimiter
@@ -29,12 +30,10 @@ from granite_tuner.limits import RateLimiter
 if TYPE_CHECKING:
     import argparse
 
-    from granite_tuner.backends.local import LocalClient
-
 __all__ = ["AnyClient", "BackendOptions", "open_client", "resolve_credentials"]
 
-#: A client of either backend: both implement the tuning and the serving seam.
-AnyClient: TypeAlias = "WatsonxClient | LocalClient"
+#: A client of either backend: commands use only the backend protocols, never a concrete client.
+AnyClient: TypeAlias = Backend
 
 _KEY_PROMPT = "watsonx.ai API key (input hidden; set WATSONX_APIKEY to skip this): "
 

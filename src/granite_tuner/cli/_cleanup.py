@@ -12,7 +12,8 @@ Safe by construction:
   runs, then training data; something already gone is reported, not an error.
 
 With a prefix, the training data of each matched run goes too (`--keep-data` keeps it); on the
-local backend a stored data set is kept while another run still refers to it.
+local backend a stored data set is kept while another run still refers to it (a local run
+resumes from its stored data; watsonx.ai reads a run's data only when it starts).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.prompt import Confirm
 
@@ -37,8 +38,6 @@ from granite_tuner.errors import (
 )
 
 if TYPE_CHECKING:
-    from granite_tuner.backends.local import LocalClient
-    from granite_tuner.backends.watsonx import WatsonxClient
     from granite_tuner.cli._app import SubParsers
 
 __all__ = ["register"]
@@ -174,60 +173,39 @@ async def _plan(
         targets.append(Target("run", run.id, run.name or "", run.state, not run.is_finished))
     targets.extend(Target("data", data_id) for data_id in args.data)
     if prefix is not None:
-        if ctx.backend.local:
-            found = await _local_matches(client, prefix, keep_data=args.keep_data)
-        else:
-            found = await _watsonx_matches(client, prefix, keep_data=args.keep_data)
+        found = await _matches(
+            client, prefix, keep_data=args.keep_data, keep_shared_data=ctx.backend.local
+        )
         known = {(t.kind, t.id) for t in targets}
         targets.extend(t for t in found if (t.kind, t.id) not in known)
     targets.sort(key=lambda t: _ORDER.index(t.kind))
     return targets, missing
 
 
-async def _watsonx_matches(client: AnyClient, prefix: str, *, keep_data: bool) -> list[Target]:
-    watsonx: WatsonxClient = client  # type: ignore[assignment]  # not --local
-    found: list[Target] = []
-    for deployment in await watsonx.deployments.list():
-        if (deployment.name or "").startswith(prefix):
-            found.append(
-                Target("deployment", deployment.id, deployment.name or "", deployment.state)
-            )
+async def _matches(
+    client: AnyClient, prefix: str, *, keep_data: bool, keep_shared_data: bool
+) -> list[Target]:
+    """The deployments and runs whose name starts with `prefix`, and (unless `keep_data`) the
+    data those runs were started with; with `keep_shared_data`, not data another run uses."""
+    found = [
+        Target("deployment", d.id, d.name or "", d.state)
+        for d in await client.list_deployments()
+        if (d.name or "").startswith(prefix)
+    ]
+    runs = await client.list_tuning_runs()
+    matched = [r for r in runs if (r.name or "").startswith(prefix)]
+    found.extend(Target("run", r.id, r.name or "", r.state, not r.is_finished) for r in matched)
+    if keep_data:
+        return found
+    matched_ids = {r.id for r in matched}
+    others = [r for r in runs if r.id not in matched_ids] if keep_shared_data else []
+    kept = {ref for r in others for ref in r.data_refs}
     data: dict[str, str] = {}
-    for training in await watsonx.trainings.list():
-        if (training.name or "").startswith(prefix):
-            name = training.name or ""
-            found.append(Target("run", training.id, name, training.state, not training.is_finished))
-            for asset_id in _training_data_ids(training.raw):
-                data.setdefault(asset_id, f"data of {name}")
-    if not keep_data:
-        found.extend(Target("data", asset_id, name) for asset_id, name in data.items())
-    return found
-
-
-def _training_data_ids(raw: dict[str, Any]) -> list[str]:
-    """The data-asset ids a training was started with (read from its `raw` JSON)."""
-    entity = raw.get("entity")
-    references = entity.get("training_data_references") if isinstance(entity, dict) else None
-    ids: list[str] = []
-    for reference in references if isinstance(references, list) else []:
-        location = reference.get("location") if isinstance(reference, dict) else None
-        asset_id = location.get("id") if isinstance(location, dict) else None
-        if isinstance(asset_id, str) and asset_id:
-            ids.append(asset_id)
-    return ids
-
-
-async def _local_matches(client: AnyClient, prefix: str, *, keep_data: bool) -> list[Target]:
-    import anyio.to_thread
-
-    local: LocalClient = client  # type: ignore[assignment]  # --local
-    records = await anyio.to_thread.run_sync(local.store.list_runs)
-    matched = [r for r in records if (r.name or "").startswith(prefix)]
-    found = [Target("run", r.id, r.name or "", r.state, r.is_active) for r in matched]
-    if not keep_data:
-        kept = {r.data_ref for r in records if not (r.name or "").startswith(prefix)}
-        refs = dict.fromkeys(r.data_ref for r in matched if r.data_ref not in kept)
-        found.extend(Target("data", ref, "stored training set") for ref in refs)
+    for run in matched:
+        for ref in run.data_refs:
+            if ref not in kept:
+                data.setdefault(ref, f"data of {run.name or run.id}")
+    found.extend(Target("data", ref, name) for ref, name in data.items())
     return found
 
 

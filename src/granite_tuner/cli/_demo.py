@@ -120,7 +120,7 @@ async def run_demo(ctx: Context, args: argparse.Namespace) -> ExitCode:
     test_set = await aload_examples(test_path(), purpose="evaluation")
     started = time.perf_counter()
     async with open_client(ctx.backend, model=args.model) as client:
-        base_model: str = getattr(client, "model_name", "")
+        base_model = client.default_base_model
         ctx.ui.info(f"Prompt tuning {base_model} on {train_path().name}, offline.")
         tuner = Tuner(
             client,

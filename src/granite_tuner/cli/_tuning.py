@@ -241,7 +241,7 @@ async def run_tune(ctx: Context, args: argparse.Namespace) -> ExitCode:
         args.name or f"{CLI_NAME_PREFIX}{parameters.task_id}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     )
     async with open_client(ctx.backend, model=args.base_model) as client:
-        base_model: str = args.base_model or getattr(client, "model_name", "")
+        base_model: str = args.base_model or client.default_base_model
         tuner = Tuner(
             client,
             base_model=base_model,

@@ -19,10 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._ratelimit import TokenBucket
+from granite_tuner.backends.base import DeploymentState
+from granite_tuner.runs import TrainingState
 
-TrainingState = Literal["queued", "running", "completed", "failed", "canceled"]
-DeploymentState = Literal["initializing", "ready", "failed"]
+from ._ratelimit import TokenBucket
 
 
 def iso(timestamp: float) -> str:

@@ -128,6 +128,11 @@ class LocalClient:
         """The model a `Tuner` tunes when given none: the one this client was made with."""
         return self.model_name
 
+    @property
+    def supports_validation(self) -> bool:
+        """True: a run validates after every epoch and keeps the best epoch's soft prompt."""
+        return True
+
     def __repr__(self) -> str:
         return (
             f"LocalClient(model={self.model_name!r}, home={str(self.home)!r}, "

@@ -1,15 +1,23 @@
-"""`WatsonxClient`: one async client for IBM watsonx.ai, safe to share across tasks."""
+"""`WatsonxClient`: one async client for IBM watsonx.ai, safe to share across tasks.
+
+The client is composed, not inherited: it builds its parts — the HTTP transport with its
+authenticator, one object per REST resource, and the tuning and serving parts that map the
+workflow onto those resources — hands each what it needs, and implements `TuningBackend` and
+`ServingBackend` by delegating to them.
+"""
 
 from __future__ import annotations
 
 import math
 import ssl
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
 
 from granite_tuner._version import __version__
+from granite_tuner.backends.base import BaseModelInfo, DeploymentInfo
 from granite_tuner.backends.watsonx._retry import RetryPolicy
 from granite_tuner.backends.watsonx._settings import WatsonxSettings, resolve_settings
 from granite_tuner.backends.watsonx._transport import Transport
@@ -22,11 +30,16 @@ from granite_tuner.backends.watsonx.auth import (
 from granite_tuner.backends.watsonx.deployments import Deployments
 from granite_tuner.backends.watsonx.foundation_models import FoundationModels
 from granite_tuner.backends.watsonx.generation import Generation
-from granite_tuner.backends.watsonx.serving import WatsonxServingMixin
+from granite_tuner.backends.watsonx.serving import WatsonxServing
 from granite_tuner.backends.watsonx.trainings import Trainings
-from granite_tuner.backends.watsonx.tuning import WatsonxTuningMixin
+from granite_tuner.backends.watsonx.tuning import DEFAULT_BASE_MODEL, WatsonxTuning
+from granite_tuner.data import LabelledSet
 from granite_tuner.errors import ConfigurationError
+from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.limits import RateLimiter
+from granite_tuner.parameters import PromptTuningParameters
+from granite_tuner.runs import TuningRun
+from granite_tuner.validation import ValidationOptions
 
 __all__ = ["WatsonxClient"]
 
@@ -67,7 +80,7 @@ def _http_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     return httpx.Timeout(float(timeout), connect=min(10.0, float(timeout)))
 
 
-class WatsonxClient(WatsonxTuningMixin, WatsonxServingMixin):
+class WatsonxClient:
     """An async client for watsonx.ai: credentials, scope, retries and the REST resources.
 
     ```python
@@ -159,10 +172,26 @@ class WatsonxClient(WatsonxTuningMixin, WatsonxServingMixin):
         self.deployments = Deployments(self._transport)
         self.foundation_models = FoundationModels(self._transport)
         self.generation = Generation(self._transport)
+        self._tuning = WatsonxTuning(
+            assets=self.assets,
+            trainings=self.trainings,
+            foundation_models=self.foundation_models,
+        )
+        self._serving = WatsonxServing(deployments=self.deployments, generation=self.generation)
 
     @property
     def backend_name(self) -> Literal["watsonx"]:
         return "watsonx"
+
+    @property
+    def default_base_model(self) -> str:
+        """`ibm/granite-13b-instruct-v2`, the Granite model IBM documents for prompt tuning."""
+        return DEFAULT_BASE_MODEL
+
+    @property
+    def supports_validation(self) -> bool:
+        """False: watsonx.ai takes no validation data and has no early stopping."""
+        return False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
@@ -173,6 +202,94 @@ class WatsonxClient(WatsonxTuningMixin, WatsonxServingMixin):
         scope = self.settings.scope
         how = "api_key" if self.settings.api_key is not None else "token"
         return f"WatsonxClient(url={self.settings.url!r}, {scope.field}={scope.id!r}, auth={how})"
+
+    # --- TuningBackend ----------------------------------------------------------------------
+
+    async def tunable_models(self) -> list[BaseModelInfo]:
+        return await self._tuning.tunable_models()
+
+    async def upload_training_data(self, data: LabelledSet, *, name: str) -> str:
+        """Upload as JSONL, or re-use the data asset of an identical set uploaded before."""
+        return await self._tuning.upload_training_data(data, name=name)
+
+    async def delete_training_data(self, data_ref: str) -> None:
+        await self._tuning.delete_training_data(data_ref)
+
+    async def start_tuning(
+        self,
+        *,
+        name: str,
+        base_model: str,
+        data_ref: str,
+        parameters: PromptTuningParameters,
+        request_tag: str | None = None,
+        validation: ValidationOptions | None = None,
+    ) -> TuningRun:
+        """Start one prompt-tuning training (never two); `validation` is refused here."""
+        return await self._tuning.start_tuning(
+            name=name,
+            base_model=base_model,
+            data_ref=data_ref,
+            parameters=parameters,
+            request_tag=request_tag,
+            validation=validation,
+        )
+
+    async def find_tuning_run_by_tag(self, request_tag: str) -> TuningRun | None:
+        return await self._tuning.find_tuning_run_by_tag(request_tag)
+
+    async def get_tuning_run(self, run_id: str) -> TuningRun:
+        return await self._tuning.get_tuning_run(run_id)
+
+    async def find_tuning_runs(self, name: str) -> list[TuningRun]:
+        return await self._tuning.find_tuning_runs(name)
+
+    async def list_tuning_runs(self) -> list[TuningRun]:
+        return await self._tuning.list_tuning_runs()
+
+    async def cancel_tuning_run(self, run_id: str) -> None:
+        await self._tuning.cancel_tuning_run(run_id)
+
+    async def delete_tuning_run(self, run_id: str) -> None:
+        await self._tuning.delete_tuning_run(run_id)
+
+    # --- ServingBackend ---------------------------------------------------------------------
+
+    async def deploy(
+        self, model_id: str, *, name: str, serving_name: str | None, request_tag: str | None = None
+    ) -> DeploymentInfo:
+        return await self._serving.deploy(
+            model_id, name=name, serving_name=serving_name, request_tag=request_tag
+        )
+
+    async def find_deployment_by_tag(self, request_tag: str) -> DeploymentInfo | None:
+        return await self._serving.find_deployment_by_tag(request_tag)
+
+    async def get_deployment(self, deployment_id: str) -> DeploymentInfo:
+        return await self._serving.get_deployment(deployment_id)
+
+    async def list_deployments(self) -> list[DeploymentInfo]:
+        return await self._serving.list_deployments()
+
+    async def delete_deployment(self, deployment_id: str) -> None:
+        await self._serving.delete_deployment(deployment_id)
+
+    async def serving_name_available(self, serving_name: str) -> bool:
+        return await self._serving.serving_name_available(serving_name)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model_id: str | None = None,
+        deployment_id: str | None = None,
+        parameters: GenerationParameters | Mapping[str, Any] | None = None,
+    ) -> GenerationResult:
+        return await self._serving.generate(
+            prompt, model_id=model_id, deployment_id=deployment_id, parameters=parameters
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the caller passed its own `http_client`)."""

@@ -1,11 +1,15 @@
-"""The watsonx.ai side of the serving seam: `WatsonxClient` as a `ServingBackend`."""
+"""The watsonx.ai side of the serving seam: the part of `WatsonxClient` that deploys and
+generates. `WatsonxClient` holds one `WatsonxServing` and delegates its `ServingBackend`
+methods to it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from granite_tuner.backends.base import DeploymentInfo
+from granite_tuner.backends.base import DeploymentInfo, deployment_state
+from granite_tuner.backends.watsonx.deployments import Deployments
+from granite_tuner.backends.watsonx.generation import Generation
 from granite_tuner.backends.watsonx.models import Deployment as WireDeployment
 from granite_tuner.errors import DeploymentNotFoundError, NotFoundError
 from granite_tuner.generation import (
@@ -14,20 +18,18 @@ from granite_tuner.generation import (
     checked_generation_parameters,
 )
 
-if TYPE_CHECKING:
-    from granite_tuner.backends.watsonx.deployments import Deployments
-    from granite_tuner.backends.watsonx.generation import Generation
-
-__all__ = ["WatsonxServingMixin", "deployment_to_info"]
+__all__ = ["WatsonxServing", "deployment_to_info"]
 
 
 def deployment_to_info(deployment: WireDeployment) -> DeploymentInfo:
     """The package's view of a watsonx.ai deployment."""
     failure = "; ".join(str(e) for e in deployment.failure)
+    state, service_state = deployment_state(deployment.state)
     return DeploymentInfo(
         id=deployment.id,
         name=deployment.name,
-        state=deployment.state,
+        state=state,
+        service_state=service_state,
         serving_name=deployment.serving_name,
         model_id=deployment.asset_id,
         base_model_id=deployment.base_model_id,
@@ -36,11 +38,12 @@ def deployment_to_info(deployment: WireDeployment) -> DeploymentInfo:
     )
 
 
-class WatsonxServingMixin:
-    """The `ServingBackend` methods of `WatsonxClient`, built on its REST resources."""
+class WatsonxServing:
+    """The `ServingBackend` operations on watsonx.ai, built on the REST resources it is given."""
 
-    deployments: Deployments
-    generation: Generation
+    def __init__(self, *, deployments: Deployments, generation: Generation) -> None:
+        self.deployments = deployments
+        self.generation = generation
 
     async def deploy(
         self, model_id: str, *, name: str, serving_name: str | None, request_tag: str | None = None
@@ -63,6 +66,12 @@ class WatsonxServingMixin:
                 deployment_id=deployment_id,
             ) from exc
         return deployment_to_info(deployment)
+
+    async def list_deployments(self) -> list[DeploymentInfo]:
+        infos = [deployment_to_info(d) for d in await self.deployments.list()]
+        return sorted(
+            infos, key=lambda d: d.created_at.timestamp() if d.created_at else 0.0, reverse=True
+        )
 
     async def delete_deployment(self, deployment_id: str) -> None:
         await self.deployments.delete(deployment_id)

@@ -1,34 +1,52 @@
-"""The watsonx.ai side of the tuning seam: `WatsonxClient` as a `TuningBackend`.
+"""The watsonx.ai side of the tuning seam: the part of `WatsonxClient` that tunes.
 
 Maps the workflow's steps onto the REST resources — training data becomes a data asset
 (re-used when an identical file was uploaded before), a run becomes a prompt-tuning
-training — and the service's objects onto the package's own `TuningRun`.
+training — and the service's objects onto the package's own `TuningRun`. `WatsonxClient`
+holds one `WatsonxTuning` and delegates its `TuningBackend` methods to it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import Any
 
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo
+from granite_tuner.backends.watsonx.assets import Assets
+from granite_tuner.backends.watsonx.foundation_models import FoundationModels
 from granite_tuner.backends.watsonx.models import Training
+from granite_tuner.backends.watsonx.trainings import Trainings
 from granite_tuner.data import LabelledSet
 from granite_tuner.errors import NotFoundError, RunNotFoundError
 from granite_tuner.parameters import PromptTuningParameters
-from granite_tuner.runs import MetricPoint, TuningRun
+from granite_tuner.runs import MetricPoint, TuningRun, training_state
+from granite_tuner.validation import ValidationOptions, check_backend_accepts
 
-if TYPE_CHECKING:
-    from granite_tuner.backends.watsonx.assets import Assets
-    from granite_tuner.backends.watsonx.foundation_models import FoundationModels
-    from granite_tuner.backends.watsonx.trainings import Trainings
-
-__all__ = ["WatsonxTuningMixin", "training_to_run"]
+__all__ = ["DEFAULT_BASE_MODEL", "WatsonxTuning", "training_to_run"]
 
 logger = get_logger("granite_tuner.watsonx")
 
 _NOT_PARAMETERS = frozenset({"base_model", "task_id", "tuning_type"})
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: The base model a `Tuner` on watsonx.ai uses when none is named: the Granite model IBM
+#: documents for prompt tuning (protocol §10). Whether it can be tuned in your region now is
+#: checked against the live list, like any other.
+DEFAULT_BASE_MODEL = "ibm/granite-13b-instruct-v2"
+
+
+def _data_refs(training: Training) -> tuple[str, ...]:
+    """The data-asset ids a training was started with (its `training_data_references`)."""
+    entity = training.raw.get("entity")
+    references: Any = entity.get("training_data_references") if isinstance(entity, dict) else None
+    ids: list[str] = []
+    for reference in references if isinstance(references, list) else []:
+        location = reference.get("location") if isinstance(reference, dict) else None
+        asset_id = location.get("id") if isinstance(location, dict) else None
+        if isinstance(asset_id, str) and asset_id:
+            ids.append(asset_id)
+    return tuple(ids)
 
 
 def training_to_run(training: Training) -> TuningRun:
@@ -37,10 +55,12 @@ def training_to_run(training: Training) -> TuningRun:
     finished_at = training.completed_at
     if finished_at is None and training.is_finished:
         finished_at = training.modified_at
+    state, service_state = training_state(training.state)
     return TuningRun(
         id=training.id,
         name=training.name,
-        state=training.state,
+        state=state,
+        service_state=service_state,
         base_model=training.base_model,
         task_id=training.task_id,
         model_id=training.model_id,
@@ -54,15 +74,25 @@ def training_to_run(training: Training) -> TuningRun:
         ),
         message=training.message,
         failure_message=failure or None,
+        data_refs=_data_refs(training),
     )
 
 
-class WatsonxTuningMixin:
-    """The `TuningBackend` methods of `WatsonxClient`, built on its REST resources."""
+def _newest_first(runs: list[TuningRun]) -> list[TuningRun]:
+    return sorted(
+        runs, key=lambda r: r.created_at.timestamp() if r.created_at else 0.0, reverse=True
+    )
 
-    assets: Assets
-    trainings: Trainings
-    foundation_models: FoundationModels
+
+class WatsonxTuning:
+    """The `TuningBackend` operations on watsonx.ai, built on the REST resources it is given."""
+
+    def __init__(
+        self, *, assets: Assets, trainings: Trainings, foundation_models: FoundationModels
+    ) -> None:
+        self.assets = assets
+        self.trainings = trainings
+        self.foundation_models = foundation_models
 
     async def tunable_models(self) -> list[BaseModelInfo]:
         models = await self.foundation_models.list(prompt_tunable=True)
@@ -98,7 +128,15 @@ class WatsonxTuningMixin:
         data_ref: str,
         parameters: PromptTuningParameters,
         request_tag: str | None = None,
+        validation: ValidationOptions | None = None,
     ) -> TuningRun:
+        """Start a prompt-tuning training. watsonx.ai takes no validation data and has no
+        early stopping, so a `validation` that asks for anything is an
+        `UnsupportedFeatureError` (nothing is sent)."""
+        if validation is not None:
+            check_backend_accepts(
+                "watsonx", False, validation, has_data=validation.data_ref is not None
+            )
         if parameters.num_virtual_tokens is not None:
             logger.warning("watsonx.ai chooses the number of virtual tokens; ignoring %d",
                            parameters.num_virtual_tokens)  # fmt: skip
@@ -126,10 +164,12 @@ class WatsonxTuningMixin:
         return training_to_run(training)
 
     async def find_tuning_runs(self, name: str) -> list[TuningRun]:
-        runs = [training_to_run(t) for t in await self.trainings.list() if t.name == name]
-        return sorted(
-            runs, key=lambda r: r.created_at.timestamp() if r.created_at else 0.0, reverse=True
+        return _newest_first(
+            [training_to_run(t) for t in await self.trainings.list() if t.name == name]
         )
+
+    async def list_tuning_runs(self) -> list[TuningRun]:
+        return _newest_first([training_to_run(t) for t in await self.trainings.list()])
 
     async def cancel_tuning_run(self, run_id: str) -> None:
         await self.trainings.cancel(run_id)
