@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -31,9 +31,6 @@ from granite_tuner.cli._options import add_common_options
 from granite_tuner.cli._render import Renderer, result_document
 from granite_tuner.errors import APIStatusError, GraniteTunerError, TuningFailedError
 from granite_tuner.runs import TuningResult
-
-if TYPE_CHECKING:
-    SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 __all__ = ["build_parser", "run_command"]
 

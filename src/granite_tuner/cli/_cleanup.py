@@ -39,7 +39,7 @@ from granite_tuner.errors import (
 if TYPE_CHECKING:
     from granite_tuner.backends.local import LocalClient
     from granite_tuner.backends.watsonx import WatsonxClient
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["register"]
 

@@ -32,7 +32,7 @@ from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.tuner import Tuner
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["DEMO_PARAMETERS", "register"]
 

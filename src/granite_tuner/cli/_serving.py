@@ -27,7 +27,7 @@ from granite_tuner.reports import ComparisonReport, EvaluationReport
 from granite_tuner.runs import TuningResult
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["EvaluationSettings", "compare_with_progress", "register"]
 

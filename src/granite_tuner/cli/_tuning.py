@@ -31,7 +31,7 @@ from granite_tuner.runs import TuningResult, TuningRun
 from granite_tuner.tuner import Tuner
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["follow_run", "register"]
 
