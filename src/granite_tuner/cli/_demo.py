@@ -19,10 +19,10 @@ import anyio.to_thread
 
 from granite_tuner.cli._backends import open_client
 from granite_tuner.cli._context import Context
+from granite_tuner.cli._deploying import EvaluationSettings, compare_with_progress, show_comparison
 from granite_tuner.cli._exit import ExitCode
 from granite_tuner.cli._options import whole_number, wrap
 from granite_tuner.cli._render import result_document
-from granite_tuner.cli._deploying import EvaluationSettings, compare_with_progress, show_comparison
 from granite_tuner.cli._tuning import follow_run
 from granite_tuner.data import aload_examples
 from granite_tuner.datasets import test_path, train_path
