@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from granite_tuner.cli._deploying import EvaluationSettings, compare_with_progre
 from granite_tuner.cli._exit import ExitCode
 from granite_tuner.cli._options import whole_number, wrap
 from granite_tuner.cli._render import result_document
-from granite_tuner.cli._tuning import follow_run
+from granite_tuner.cli._tuning import expected_progress, follow_run
 from granite_tuner.data import aload_examples
 from granite_tuner.datasets import test_path, train_path
 from granite_tuner.deployment import Deployment
@@ -130,13 +129,9 @@ async def run_demo(ctx: Context, args: argparse.Namespace) -> ExitCode:
             name=DEMO_RUN_NAME,
             poll_interval=(0.2, 1.0),
         )
-        batch_size = parameters.batch_size or 1
+        num_epochs, steps = expected_progress(ctx, parameters, len(training_set))
         result = await follow_run(
-            ctx,
-            tuner,
-            "tuning",
-            num_epochs=parameters.num_epochs,
-            steps_per_epoch=math.ceil(len(training_set) / batch_size),
+            ctx, tuner, "tuning", num_epochs=num_epochs, steps_per_epoch=steps
         )
         curve: Path | None = None
         try:
