@@ -65,6 +65,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from granite_tuner._secrets import get_logger
+from granite_tuner._text import apply_verbalizer
 from granite_tuner.backends.base import DeploymentInfo, check_serving_name, new_request_tag
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.errors import (
@@ -219,7 +220,7 @@ class _Served:
     max_input_tokens: int | None = None
 
     def verbalize(self, prompt: str) -> str:
-        return self.verbalizer.replace("{{input}}", prompt) if self.verbalizer else prompt
+        return apply_verbalizer(self.verbalizer, prompt)
 
     def decode_settings(self, parameters: GenerationParameters | None) -> DecodeSettings:
         settings = DecodeSettings.from_parameters(parameters)
