@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from granite_tuner._names import generated_name
 from granite_tuner._steps import steps_per_epoch
 from granite_tuner.cli._backends import AnyClient, open_client
 from granite_tuner.cli._context import CLI_NAME_PREFIX, Context
@@ -237,9 +237,7 @@ async def run_tune(ctx: Context, args: argparse.Namespace) -> ExitCode:
     )
     for warning in data.warnings:
         ctx.ui.warning(str(warning))
-    name: str = (
-        args.name or f"{CLI_NAME_PREFIX}{parameters.task_id}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    )
+    name: str = args.name or generated_name(parameters.task_id, prefix=CLI_NAME_PREFIX)
     async with open_client(ctx.backend, model=args.base_model) as client:
         base_model: str = args.base_model or getattr(client, "model_name", "")
         tuner = Tuner(
