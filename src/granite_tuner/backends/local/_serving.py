@@ -14,8 +14,8 @@ Why it works this way:
 - **One server, micro-batched.** A forward pass over 16 prompts reads the model's weights once
   instead of 16 times, while the prompt tokens themselves cost about the same either way; batching
   pays most where a step is dominated by reading the weights: every decoding step, and any GPU
-  (on 2 CPU cores, `benchmarks/serving_batching.py` measures about 2.4x the throughput for
-  4-token answers and 5.7x for 32-token answers at concurrency 16). Concurrent `generate` calls
+  (on 2 CPU cores, `benchmarks/serving_batching.py` measures about 2.8x the throughput for
+  4-token answers and 5.75x for 32-token answers at concurrency 16). Concurrent `generate` calls
   are therefore not run one by one: each call puts a request on a queue and waits for its own
   answer; one long-lived batcher task (in the client's task group, so nothing outlives the
   client) takes the first request, waits a few milliseconds (`serving_batch_window`) for more,
