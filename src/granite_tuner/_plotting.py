@@ -9,8 +9,10 @@ non-interactive Agg backend, so no display is needed and nothing global is chang
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from granite_tuner._files import write_atomic_with
 from granite_tuner.errors import ConfigurationError
@@ -19,12 +21,49 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from granite_tuner.runs import TuningResult
-
-__all__ = ["learning_curve_figure", "save_learning_curve"]
+__all__ = ["CurveSource", "learning_curve_figure", "save_learning_curve"]
 
 
-def learning_curve_figure(result: TuningResult) -> Figure:
+class _LoggedStep(Protocol):
+    @property
+    def loss(self) -> float | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+
+
+class _ValidatedEpoch(Protocol):
+    @property
+    def epoch(self) -> int: ...
+
+
+class CurveSource(Protocol):
+    """What a learning curve is drawn from: `runs.TuningResult` fits this.
+
+    A protocol rather than an import of `TuningResult`, so `runs` can import this module
+    (for `plot_learning_curve`) without a cycle.
+    """
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def base_model(self) -> str | None: ...
+    @property
+    def metrics(self) -> Sequence[_LoggedStep]: ...
+    @property
+    def validation(self) -> Sequence[_ValidatedEpoch]: ...
+    @property
+    def best_epoch(self) -> int | None: ...
+    @property
+    def loss_per_epoch(self) -> list[float]: ...
+    @property
+    def validation_loss_per_epoch(self) -> list[float]: ...
+    @property
+    def validation_accuracy_per_epoch(self) -> list[float | None]: ...
+
+
+def learning_curve_figure(result: CurveSource) -> Figure:
     """A figure with two panels: mean loss per epoch, and every logged loss over time."""
     try:
         from matplotlib.figure import Figure
@@ -69,7 +108,7 @@ def learning_curve_figure(result: TuningResult) -> Figure:
     return figure
 
 
-def _draw_validation(axes: Axes, result: TuningResult) -> None:
+def _draw_validation(axes: Axes, result: CurveSource) -> None:
     """Validation loss, validation accuracy (right axis) and the kept epoch, when there are."""
     if not result.validation:
         return
@@ -100,7 +139,7 @@ def _draw_validation(axes: Axes, result: TuningResult) -> None:
     axes.legend(handles=[*axes.get_lines()[:1], *handles], loc="center right", fontsize="small")
 
 
-def save_learning_curve(result: TuningResult, path: Path) -> Path:
+def save_learning_curve(result: CurveSource, path: Path) -> Path:
     """Write the figure as PNG atomically: a reader never sees half a file."""
     figure = learning_curve_figure(result)
     return write_atomic_with(path, lambda stream: figure.savefig(stream, format="png", dpi=100))

@@ -18,21 +18,10 @@ __all__ = [
     "DecodingMethod",
     "GenerationParameters",
     "GenerationResult",
-    "StopReason",
     "checked_generation_parameters",
 ]
 
 DecodingMethod = Literal["greedy", "sample"]
-StopReason = Literal[
-    "not_finished",
-    "max_tokens",
-    "eos_token",
-    "cancelled",
-    "time_limit",
-    "stop_sequence",
-    "token_limit",
-    "error",
-]
 
 
 class GenerationParameters(CheckedParameters):
@@ -103,6 +92,9 @@ class GenerationResult(BaseModel):
     text: str
     generated_token_count: int | None = None
     input_token_count: int | None = None
+    #: Why generation stopped, as the backend says it: e.g. `max_tokens`, `eos_token`,
+    #: `stop_sequence`, `time_limit`, `cancelled`. A plain string, because watsonx.ai may add
+    #: reasons and an answer must not fail to parse over one.
     stop_reason: str | None = None
     seed: int | None = None
     model_id: str | None = None

@@ -31,11 +31,11 @@ import math
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import anyio
 
+from granite_tuner._names import generated_name
 from granite_tuner._polling import (
     PollDeadline,
     Poller,
@@ -154,7 +154,7 @@ class Tuner:
         self.base_model = base_model
         self.training_data = training_data
         self.name = (
-            check_run_name(name) if name is not None else _generated_name(self.parameters.task_id)
+            check_run_name(name) if name is not None else generated_name(self.parameters.task_id)
         )
         #: Sent with the create; a later `run()` looks the run up by it before creating again.
         self.request_tag = (
@@ -588,7 +588,3 @@ def _parameters(
             field="task_id",
         )
     return parameters
-
-
-def _generated_name(task_id: str) -> str:
-    return f"granite-tuner-{task_id}-{datetime.now(UTC):%Y%m%d-%H%M%S}"

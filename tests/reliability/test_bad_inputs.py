@@ -55,7 +55,7 @@ from granite_tuner import (
 )
 from granite_tuner.backends.local import LocalClient
 from granite_tuner.testing import FakeModel, FakeWatsonx, ServerHandle
-from granite_tuner.testing._catalog import default_models
+from granite_tuner.testing._models import default_models
 from tests.fakes import completed_model_id, watsonx_client
 from tests.tiny_model import review_examples
 

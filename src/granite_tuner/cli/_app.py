@@ -16,14 +16,14 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from rich.console import Console
 
 from granite_tuner._version import __version__
-from granite_tuner.cli import _cleanup, _demo, _serve, _serving, _tuning
+from granite_tuner.cli import _cleanup, _demo, _deploying, _serve, _tuning
 from granite_tuner.cli._backends import BackendOptions, resolve_credentials
 from granite_tuner.cli._context import Context, Handler
 from granite_tuner.cli._exit import EXIT_CODE_TABLE, ExitCode, exit_code_for, innermost
@@ -31,9 +31,6 @@ from granite_tuner.cli._options import add_common_options
 from granite_tuner.cli._render import Renderer, result_document
 from granite_tuner.errors import APIStatusError, GraniteTunerError, TuningFailedError
 from granite_tuner.runs import TuningResult
-
-if TYPE_CHECKING:
-    SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 __all__ = ["build_parser", "run_command"]
 
@@ -75,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _tuning.register(subparsers, [common])
-    _serving.register(subparsers, [common])
+    _deploying.register(subparsers, [common])
     _cleanup.register(subparsers, [common])
     _demo.register(subparsers, [common])
     _serve.register(subparsers, [common])

@@ -38,7 +38,7 @@ from granite_tuner.errors import (
 )
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["register"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,11 +18,11 @@ import anyio.to_thread
 
 from granite_tuner.cli._backends import open_client
 from granite_tuner.cli._context import Context
+from granite_tuner.cli._deploying import EvaluationSettings, compare_with_progress, show_comparison
 from granite_tuner.cli._exit import ExitCode
 from granite_tuner.cli._options import whole_number, wrap
 from granite_tuner.cli._render import result_document
-from granite_tuner.cli._serving import EvaluationSettings, compare_with_progress, show_comparison
-from granite_tuner.cli._tuning import follow_run
+from granite_tuner.cli._tuning import expected_progress, follow_run
 from granite_tuner.data import aload_examples
 from granite_tuner.datasets import test_path, train_path
 from granite_tuner.deployment import Deployment
@@ -32,12 +31,12 @@ from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.tuner import Tuner
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["DEMO_PARAMETERS", "register"]
 
 #: The settings of examples/local_workflow.py: about 4 minutes on 2 CPU cores for SmolLM2, which
-#: goes from 0.50 to about 0.9 accuracy. Each input keeps its last 32 tokens (where a review's
+#: goes from 0.50 to 0.88 accuracy. Each input keeps its last 32 tokens (where a review's
 #: verdict is) and the soft prompt has 8 virtual tokens.
 DEMO_PARAMETERS = PromptTuningParameters(
     task_id="classification",
@@ -130,13 +129,9 @@ async def run_demo(ctx: Context, args: argparse.Namespace) -> ExitCode:
             name=DEMO_RUN_NAME,
             poll_interval=(0.2, 1.0),
         )
-        batch_size = parameters.batch_size or 1
+        num_epochs, steps = expected_progress(ctx, parameters, len(training_set))
         result = await follow_run(
-            ctx,
-            tuner,
-            "tuning",
-            num_epochs=parameters.num_epochs,
-            steps_per_epoch=math.ceil(len(training_set) / batch_size),
+            ctx, tuner, "tuning", num_epochs=num_epochs, steps_per_epoch=steps
         )
         curve: Path | None = None
         try:

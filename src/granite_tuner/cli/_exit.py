@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from granite_tuner._exceptions import innermost
 from granite_tuner.errors import (
     APIError,
     APITimeoutError,
@@ -55,13 +56,6 @@ _BAD_INPUT = (
     DeploymentNotFoundError,
 )
 _TIMEOUTS = (TuningTimeoutError, DeploymentTimeoutError, APITimeoutError)
-
-
-def innermost(error: BaseException) -> BaseException:
-    """The error itself, or the lone error inside (nested) exception groups."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

@@ -6,6 +6,11 @@ import argparse
 import math
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    #: What `add_subparsers()` returns; each command module's `register` adds its parsers to it.
+    SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 __all__ = ["add_common_options", "positive_float", "positive_int", "whole_number", "wrap"]
 

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
     from granite_tuner.cli._context import Context
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["KEYS_ENV", "register", "run_serve"]
 

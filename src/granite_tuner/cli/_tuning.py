@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tomllib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from granite_tuner._names import generated_name
+from granite_tuner._steps import steps_per_epoch
 from granite_tuner.cli._backends import AnyClient, open_client
 from granite_tuner.cli._context import CLI_NAME_PREFIX, Context
 from granite_tuner.cli._exit import ExitCode
 from granite_tuner.cli._options import positive_float, whole_number, wrap
 from granite_tuner.cli._render import result_document
-from granite_tuner.data import LabelledSet, aload_examples
+from granite_tuner.data import aload_examples
 from granite_tuner.errors import (
     ConfigurationError,
     GraniteTunerError,
@@ -31,9 +31,9 @@ from granite_tuner.runs import TuningResult, TuningRun
 from granite_tuner.tuner import Tuner
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
-__all__ = ["follow_run", "register"]
+__all__ = ["expected_progress", "follow_run", "register"]
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -237,9 +237,7 @@ async def run_tune(ctx: Context, args: argparse.Namespace) -> ExitCode:
     )
     for warning in data.warnings:
         ctx.ui.warning(str(warning))
-    name: str = (
-        args.name or f"{CLI_NAME_PREFIX}{parameters.task_id}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    )
+    name: str = args.name or generated_name(parameters.task_id, prefix=CLI_NAME_PREFIX)
     async with open_client(ctx.backend, model=args.base_model) as client:
         base_model: str = args.base_model or client.default_base_model
         tuner = Tuner(
@@ -277,7 +275,7 @@ async def run_tune(ctx: Context, args: argparse.Namespace) -> ExitCode:
                 }
             )
             return ExitCode.OK
-        epochs, steps = _expected_progress(ctx, parameters, data)
+        epochs, steps = expected_progress(ctx, parameters, len(data))
         result = await follow_run(
             ctx, tuner, f"tuning {base_model}", num_epochs=epochs, steps_per_epoch=steps
         )
@@ -319,17 +317,17 @@ def _poll_interval(ctx: Context, first: float | None) -> tuple[float, float]:
     return first, max(first, default[1])
 
 
-def _expected_progress(
-    ctx: Context, parameters: PromptTuningParameters, data: LabelledSet
+def expected_progress(
+    ctx: Context, parameters: PromptTuningParameters, examples: int
 ) -> tuple[int | None, int | None]:
-    """(epochs, steps per epoch) where they can be known before the run reports them."""
+    """(epochs, steps per epoch) where they can be known before the run reports them: on the
+    local backend, with the trainer's own defaults and computation (the demo uses this too)."""
     if not ctx.backend.local:
         return parameters.num_epochs, None
     from granite_tuner.backends.local import TrainingConfig
 
     config = TrainingConfig.from_parameters(parameters)
-    batches = math.ceil(len(data) / config.batch_size)
-    return config.num_epochs, math.ceil(batches / config.accumulate_steps)
+    return config.num_epochs, steps_per_epoch(examples, config.batch_size, config.accumulate_steps)
 
 
 async def follow_run(

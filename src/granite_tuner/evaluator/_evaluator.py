@@ -18,10 +18,11 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from granite_tuner._exceptions import raise_lone_error
 from granite_tuner.errors import ConfigurationError
 from granite_tuner.evaluator._inputs import EvaluationData, _open_data
 from granite_tuner.evaluator._labels import LabelParserSpec, _check_labels
-from granite_tuner.evaluator._run import _lone_exception, _Run, _RunSettings
+from granite_tuner.evaluator._run import _Run, _RunSettings
 from granite_tuner.evaluator._targets import Target, _baseline, _named_targets, _resolve_target
 from granite_tuner.limits import RateLimiter
 from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
@@ -243,7 +244,7 @@ class Evaluator:
 
         results = ResultStream(receive, report)
         failures: list[Exception] = []
-        with _lone_exception(), receive:
+        with raise_lone_error(), receive:
             async with anyio.create_task_group() as task_group:
 
                 async def pump() -> None:

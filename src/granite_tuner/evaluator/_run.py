@@ -9,8 +9,7 @@ one `ItemResult`, cancellation leaving nothing behind). It imports `_targets`, `
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -20,6 +19,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from granite_tuner._attempts import count_attempts
+from granite_tuner._exceptions import raise_lone_error
 from granite_tuner._secrets import get_logger, redact
 from granite_tuner.data import Example
 from granite_tuner.errors import ConfigurationError
@@ -97,7 +97,7 @@ class _Run:
                     failures.append(exc)
                 task_group.cancel_scope.cancel()
 
-        with _lone_exception(), receive:
+        with raise_lone_error(), receive:
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(guarded, partial(self._produce, send))
                 for _ in range(workers):
@@ -239,24 +239,3 @@ class _Run:
                     self._first_error.get(name, "?"),
                 )
         return report
-
-
-@contextmanager
-def _lone_exception() -> Iterator[None]:
-    """anyio wraps even a single error in an ExceptionGroup; give callers the error itself.
-
-    The error keeps its own cause and context (re-raising it would otherwise chain the group).
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
-            raise
-        error = group.exceptions[0]
-        cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
-        try:
-            raise error  # the group was only a wrapper
-        finally:
-            error.__cause__, error.__context__ = cause, context
-            error.__suppress_context__ = suppress
-            del error, group

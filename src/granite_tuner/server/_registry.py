@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from granite_tuner._text import apply_verbalizer
 from granite_tuner.deployment import Deployment
 from granite_tuner.errors import ConfigurationError, RunNotFoundError
 from granite_tuner.server._wire import ChatMessage, WireError, plain_chat_prompt
@@ -156,7 +157,7 @@ class Registry:
             if last is not None:
                 messages = list(messages)
                 content = messages[last]["content"]
-                wrapped = verbalizer.replace("{{input}}", content)
+                wrapped = apply_verbalizer(verbalizer, content)
                 messages[last] = {"role": "user", "content": wrapped}
         loaded = await self.client.models.get(served.base_model)
         tokenizer = loaded.tokenizer

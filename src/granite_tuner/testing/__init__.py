@@ -21,10 +21,10 @@ The default text-generation answer is ``"1"`` or ``"0"``, chosen by the CRC32 of
 ``answer=lambda call: ...`` to decide yourself.
 """
 
-from ._catalog import FakeModel
 from ._fake import FakeWatsonx
 from ._faults import Fault
 from ._generation import default_answer
+from ._models import FakeModel
 from ._server import ConnectionDropped, ServerHandle
 from ._state import GenerationCall, RecordedRequest
 

@@ -33,11 +33,11 @@ from ._server import ConnectionDropped, Receive, Scope, Send
 from ._state import RecordedRequest
 
 if TYPE_CHECKING:
-    from ._fake import FakeWatsonx
+    from ._view import FakeView
 
 logger = logging.getLogger("granite_tuner.testing")
 
-Handler = Callable[["FakeWatsonx", Request], Awaitable[Response]]
+Handler = Callable[["FakeView", Request], Awaitable[Response]]
 
 VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MALFORMED_BODY = b'{"metadata": {"id": "tru'
@@ -129,7 +129,7 @@ def _find_route(req: Request) -> Route:
     raise ApiError(404, f"No resource at {req.method} {req.path}.")
 
 
-def _check_token(fake: FakeWatsonx, req: Request, force_expired: bool) -> None:
+def _check_token(fake: FakeView, req: Request, force_expired: bool) -> None:
     """401 unless the request carries a valid bearer token issued by this fake."""
     scheme, _, token = req.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -165,7 +165,7 @@ def _chunks(body: bytes, count: int) -> list[bytes]:
 class FakeApp:
     """The ASGI application of a :class:`FakeWatsonx` (``fake.app``)."""
 
-    def __init__(self, fake: FakeWatsonx) -> None:
+    def __init__(self, fake: FakeView) -> None:
         self._fake = fake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -23,10 +23,10 @@ from ._platform import container_from_query
 from ._state import AssetRecord, AttachmentRecord, Container
 
 if TYPE_CHECKING:
-    from ._fake import FakeWatsonx
+    from ._view import FakeView
 
 
-def _asset(fake: FakeWatsonx, asset_id: str, container: Container) -> AssetRecord:
+def _asset(fake: FakeView, asset_id: str, container: Container) -> AssetRecord:
     """The live asset record (call with the store lock held); 404 outside its container."""
     asset = fake._store.assets.get(asset_id)
     if asset is None or asset.container != container:
@@ -52,7 +52,7 @@ def _text(body: dict[str, Any], *keys: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def create_asset(fake: FakeWatsonx, req: Request) -> Response:
+async def create_asset(fake: FakeView, req: Request) -> Response:
     """``POST /v2/assets`` (``duplicate_action=REJECT`` gives 409 for a name in use)."""
     container = container_from_query(fake, req)
     body = req.json_body()
@@ -83,7 +83,7 @@ async def create_asset(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(wire, status=201)
 
 
-async def get_asset(fake: FakeWatsonx, req: Request) -> Response:
+async def get_asset(fake: FakeView, req: Request) -> Response:
     """``GET /v2/assets/{asset_id}``."""
     container = container_from_query(fake, req)
     with fake._store.lock:
@@ -91,7 +91,7 @@ async def get_asset(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(wire)
 
 
-async def delete_asset(fake: FakeWatsonx, req: Request) -> Response:
+async def delete_asset(fake: FakeView, req: Request) -> Response:
     """``DELETE /v2/assets/{asset_id}`` (``purge_on_delete`` accepted; the asset is gone)."""
     container = container_from_query(fake, req)
     with fake._store.lock:
@@ -100,7 +100,7 @@ async def delete_asset(fake: FakeWatsonx, req: Request) -> Response:
     return Response.empty(204)
 
 
-async def create_attachment(fake: FakeWatsonx, req: Request) -> Response:
+async def create_attachment(fake: FakeView, req: Request) -> Response:
     """``POST /v2/assets/{asset_id}/attachments`` -> ``attachment_id`` + upload URL ``url1``."""
     container = container_from_query(fake, req)
     body = req.json_body()
@@ -130,7 +130,7 @@ async def create_attachment(fake: FakeWatsonx, req: Request) -> Response:
     )
 
 
-async def complete_attachment(fake: FakeWatsonx, req: Request) -> Response:
+async def complete_attachment(fake: FakeView, req: Request) -> Response:
     """``POST /v2/assets/{asset_id}/attachments/{attachment_id}/complete``."""
     container = container_from_query(fake, req)
     with fake._store.lock:
@@ -148,7 +148,7 @@ async def complete_attachment(fake: FakeWatsonx, req: Request) -> Response:
     )
 
 
-async def get_attachment(fake: FakeWatsonx, req: Request) -> Response:
+async def get_attachment(fake: FakeView, req: Request) -> Response:
     """``GET /v2/assets/{asset_id}/attachments/{attachment_id}`` (with a download ``url``)."""
     container = container_from_query(fake, req)
     with fake._store.lock:
@@ -169,7 +169,7 @@ async def get_attachment(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(body)
 
 
-def _signed(fake: FakeWatsonx, req: Request) -> tuple[AssetRecord, AttachmentRecord]:
+def _signed(fake: FakeView, req: Request) -> tuple[AssetRecord, AttachmentRecord]:
     """The attachment a ``/_fake_cos`` URL points at; 403 unless the signature matches."""
     asset = fake._store.assets.get(req.path_params["asset_id"])
     if asset is None:
@@ -180,7 +180,7 @@ def _signed(fake: FakeWatsonx, req: Request) -> tuple[AssetRecord, AttachmentRec
     return asset, attachment
 
 
-async def cos_upload(fake: FakeWatsonx, req: Request) -> Response:
+async def cos_upload(fake: FakeView, req: Request) -> Response:
     """``PUT /_fake_cos/{asset_id}/{attachment_id}?signature=...``: the raw bytes, no auth."""
     with fake._store.lock:
         asset, attachment = _signed(fake, req)
@@ -189,7 +189,7 @@ async def cos_upload(fake: FakeWatsonx, req: Request) -> Response:
     return Response(200, b"", {"etag": f'"{secrets.token_hex(8)}"'}, None)
 
 
-async def cos_download(fake: FakeWatsonx, req: Request) -> Response:
+async def cos_download(fake: FakeView, req: Request) -> Response:
     """``GET /_fake_cos/{asset_id}/{attachment_id}?signature=...``: the uploaded bytes."""
     with fake._store.lock:
         _, attachment = _signed(fake, req)
@@ -202,7 +202,7 @@ async def cos_download(fake: FakeWatsonx, req: Request) -> Response:
 _NAME_QUERY = re.compile(r'^asset\.name:"?(?P<name>.*?)"?$')
 
 
-async def search_assets(fake: FakeWatsonx, req: Request) -> Response:
+async def search_assets(fake: FakeView, req: Request) -> Response:
     """``POST /v2/asset_types/data_asset/search`` with ``{"query": "asset.name:<name>" | "*:*"}``.
 
     Only an exact name match and ``*:*`` (everything) are understood.

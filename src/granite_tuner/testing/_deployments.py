@@ -17,7 +17,7 @@ from ._platform import container_from_body, container_from_query
 from ._state import Container, DeploymentRecord
 
 if TYPE_CHECKING:
-    from ._fake import FakeWatsonx
+    from ._view import FakeView
 
 SERVING_NAME = re.compile(r"^[a-z0-9_]{1,36}$")
 FAILURE_MESSAGE = "Deployment failed: the model could not be loaded (injected by FakeWatsonx)."
@@ -40,12 +40,12 @@ def _serving_name(body: dict[str, Any]) -> str | None:
     return name
 
 
-def _taken(fake: FakeWatsonx, serving_name: str) -> bool:
+def _taken(fake: FakeView, serving_name: str) -> bool:
     """Whether a deployment uses this serving name (call with the lock held)."""
     return any(d.serving_name == serving_name for d in fake._store.deployments.values())
 
 
-async def create_deployment(fake: FakeWatsonx, req: Request) -> Response:
+async def create_deployment(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v4/deployments``: ``asset.id`` must be the ``model_id`` of a completed
     training in the same project/space."""
     body = req.json_body()
@@ -101,14 +101,14 @@ async def create_deployment(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(wire, status=202)
 
 
-def _deployment(fake: FakeWatsonx, deployment_id: str, container: Container) -> DeploymentRecord:
+def _deployment(fake: FakeView, deployment_id: str, container: Container) -> DeploymentRecord:
     record = fake._store.deployments.get(deployment_id)
     if record is None or record.container != container:
         raise ApiError(404, f"Deployment '{deployment_id}' was not found.", "deployment_not_found")
     return record
 
 
-async def get_deployment(fake: FakeWatsonx, req: Request) -> Response:
+async def get_deployment(fake: FakeView, req: Request) -> Response:
     """``GET /ml/v4/deployments/{id}``: one poll of the state machine."""
     container = container_from_query(fake, req)
     with fake._store.lock:
@@ -129,7 +129,7 @@ async def get_deployment(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(wire)
 
 
-async def list_deployments(fake: FakeWatsonx, req: Request) -> Response:
+async def list_deployments(fake: FakeView, req: Request) -> Response:
     """``GET /ml/v4/deployments`` with ``tag.value``, ``name``, ``serving_name`` filters.
 
     ``serving_name=X&conflict=true`` checks availability: 409 if taken, else 204.
@@ -159,7 +159,7 @@ async def list_deployments(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(paginate(req, found))
 
 
-async def delete_deployment(fake: FakeWatsonx, req: Request) -> Response:
+async def delete_deployment(fake: FakeView, req: Request) -> Response:
     """``DELETE /ml/v4/deployments/{id}`` -> 204."""
     container = container_from_query(fake, req)
     with fake._store.lock:

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Literal
 
 from ._app import FakeApp
-from ._catalog import FakeModel, default_models
 from ._faults import FaultSet
+from ._models import FakeModel, default_models
 from ._server import ServerHandle, serve_in_thread
 from ._state import (
     AssetRecord,

@@ -21,7 +21,7 @@ from ._platform import container_from_body
 from ._state import GenerationCall, iso
 
 if TYPE_CHECKING:
-    from ._fake import FakeWatsonx
+    from ._view import FakeView
 
 DEFAULT_MAX_NEW_TOKENS = 20  # the service's default for ``parameters.max_new_tokens``
 
@@ -32,7 +32,7 @@ def default_answer(call: GenerationCall) -> str:
     return "1" if zlib.crc32(call.input.encode("utf-8")) & 1 else "0"
 
 
-def _rate_limit(fake: FakeWatsonx) -> dict[str, str]:
+def _rate_limit(fake: FakeView) -> dict[str, str]:
     """Take a token; the headers for a 200, or ApiError(429) when the bucket is empty."""
     rate = fake.rate_limit
     if rate is None:
@@ -52,7 +52,7 @@ def _rate_limit(fake: FakeWatsonx) -> dict[str, str]:
     )
 
 
-def _generate(fake: FakeWatsonx, call: GenerationCall) -> dict[str, Any]:
+def _generate(fake: FakeView, call: GenerationCall) -> dict[str, Any]:
     """One ``results[]`` entry: the answer cut by ``max_new_tokens`` (a "token" is a word here)
     or by the first of ``stop_sequences``, whichever the generation would reach first."""
     parameters = call.parameters
@@ -105,7 +105,7 @@ def _respond(model_id: str, result: dict[str, Any], headers: dict[str, str]) -> 
     return Response.json(body, headers=headers)
 
 
-async def generate(fake: FakeWatsonx, req: Request) -> Response:
+async def generate(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/text/generation``: a base model; scope in the body."""
     headers = _rate_limit(fake)
     body = req.json_body()
@@ -123,7 +123,7 @@ async def generate(fake: FakeWatsonx, req: Request) -> Response:
     return _respond(model.model_id, result, headers)
 
 
-async def generate_with_deployment(fake: FakeWatsonx, req: Request) -> Response:
+async def generate_with_deployment(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/deployments/{id_or_serving_name}/text/generation``: no scope at all."""
     headers = _rate_limit(fake)
     key = req.path_params["deployment_id"]

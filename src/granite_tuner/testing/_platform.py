@@ -19,7 +19,7 @@ from ._state import Container, iso
 CREATED_AT = iso(1704067200.0)
 
 if TYPE_CHECKING:
-    from ._fake import FakeWatsonx
+    from ._view import FakeView
 
 APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 
@@ -27,7 +27,7 @@ APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 # --- scoping ---------------------------------------------------------------------------------
 
 
-def _known(fake: FakeWatsonx, project_id: str | None, space_id: str | None) -> Container:
+def _known(fake: FakeView, project_id: str | None, space_id: str | None) -> Container:
     if project_id and space_id:
         raise ApiError(400, "Only one of project_id and space_id may be given.", "invalid_request")
     if project_id:
@@ -43,12 +43,12 @@ def _known(fake: FakeWatsonx, project_id: str | None, space_id: str | None) -> C
     raise ApiError(400, "Either project_id or space_id has to be provided.", "missing_scope")
 
 
-def container_from_query(fake: FakeWatsonx, req: Request) -> Container:
+def container_from_query(fake: FakeView, req: Request) -> Container:
     """The project/space named in the query string (400 if none, 403 if unknown)."""
     return _known(fake, req.param("project_id"), req.param("space_id"))
 
 
-def container_from_body(fake: FakeWatsonx, body: dict[str, Any]) -> Container:
+def container_from_body(fake: FakeView, body: dict[str, Any]) -> Container:
     """The project/space named in a JSON body (400 if none, 403 if unknown)."""
     project_id, space_id = body.get("project_id"), body.get("space_id")
     if project_id is not None and not isinstance(project_id, str):
@@ -82,7 +82,7 @@ def _iam_error(req: Request, code: str, message: str) -> Response:
     )
 
 
-async def iam_token(fake: FakeWatsonx, req: Request) -> Response:
+async def iam_token(fake: FakeView, req: Request) -> Response:
     """``POST /identity/token`` with an ``apikey`` grant (form-encoded)."""
     form = parse_qs(req.body.decode("utf-8", errors="replace"), keep_blank_values=True)
     grant_type = (form.get("grant_type") or [""])[0]
@@ -131,7 +131,7 @@ def _storage(req: Request, container: Container) -> dict[str, Any]:
     }
 
 
-async def get_project(fake: FakeWatsonx, req: Request) -> Response:
+async def get_project(fake: FakeView, req: Request) -> Response:
     """``GET /v2/projects/{project_id}`` (``include=everything,credentials`` adds COS keys)."""
     container = _known(fake, req.path_params["project_id"], None)
     return Response.json(
@@ -156,7 +156,7 @@ async def get_project(fake: FakeWatsonx, req: Request) -> Response:
     )
 
 
-async def get_space(fake: FakeWatsonx, req: Request) -> Response:
+async def get_space(fake: FakeView, req: Request) -> Response:
     """``GET /v2/spaces/{space_id}``."""
     container = _known(fake, None, req.path_params["space_id"])
     return Response.json(
@@ -180,6 +180,6 @@ async def get_space(fake: FakeWatsonx, req: Request) -> Response:
     )
 
 
-async def not_supported(fake: FakeWatsonx, req: Request) -> Response:
+async def not_supported(fake: FakeView, req: Request) -> Response:
     """Endpoints the fake knows of but does not implement (fine tunings, prompt templates)."""
     raise ApiError(404, f"Resource '{req.path}' does not exist in this fake.", "not_found")

@@ -29,7 +29,7 @@ from ._platform import container_from_body
 from ._state import GenerationCall
 
 if TYPE_CHECKING:
-    from ._fake import FakeWatsonx
+    from ._view import FakeView
 
 __all__ = [
     "chat",
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-def _deployment(fake: FakeWatsonx, req: Request) -> tuple[str, str]:
+def _deployment(fake: FakeView, req: Request) -> tuple[str, str]:
     """(id, base model) of the ready deployment named in the path (by id or serving name)."""
     key = req.path_params["deployment_id"]
     with fake._store.lock:
@@ -59,7 +59,7 @@ def _deployment(fake: FakeWatsonx, req: Request) -> tuple[str, str]:
     return deployment_id, base_model_id
 
 
-def _base_model(fake: FakeWatsonx, body: dict[str, Any]) -> str:
+def _base_model(fake: FakeView, body: dict[str, Any]) -> str:
     container_from_body(fake, body)
     model_id = body.get("model_id")
     model = fake.model(model_id) if isinstance(model_id, str) else None
@@ -80,7 +80,7 @@ def _sse_response(events: list[bytes], headers: dict[str, str]) -> Response:
 
 
 def _stream(
-    fake: FakeWatsonx, call: GenerationCall, model_id: str, headers: dict[str, str]
+    fake: FakeView, call: GenerationCall, model_id: str, headers: dict[str, str]
 ) -> Response:
     result = _generate(fake, call)
     pieces = _pieces(result["generated_text"])
@@ -98,7 +98,7 @@ def _stream(
     return _sse_response(events, headers)
 
 
-async def generate_stream(fake: FakeWatsonx, req: Request) -> Response:
+async def generate_stream(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/text/generation_stream``."""
     headers = _rate_limit(fake)
     body = req.json_body()
@@ -107,7 +107,7 @@ async def generate_stream(fake: FakeWatsonx, req: Request) -> Response:
     return _stream(fake, GenerationCall(text, model_id, None, parameters), model_id, headers)
 
 
-async def deployment_generate_stream(fake: FakeWatsonx, req: Request) -> Response:
+async def deployment_generate_stream(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/deployments/{id_or_serving_name}/text/generation_stream``."""
     headers = _rate_limit(fake)
     deployment_id, base_model_id = _deployment(fake, req)
@@ -135,9 +135,7 @@ def _chat_call(
     return GenerationCall(users[-1] if users else "", model_id, deployment_id, parameters)
 
 
-def _chat(
-    fake: FakeWatsonx, call: GenerationCall, model_id: str, headers: dict[str, str]
-) -> Response:
+def _chat(fake: FakeView, call: GenerationCall, model_id: str, headers: dict[str, str]) -> Response:
     result = _generate(fake, call)
     body = chat_body(
         new_id("chat"),
@@ -151,7 +149,7 @@ def _chat(
 
 
 def _chat_stream(
-    fake: FakeWatsonx, call: GenerationCall, model_id: str, headers: dict[str, str]
+    fake: FakeView, call: GenerationCall, model_id: str, headers: dict[str, str]
 ) -> Response:
     result = _generate(fake, call)
     chat_id = new_id("chat")
@@ -171,7 +169,7 @@ def _chat_stream(
     return _sse_response(events, headers)
 
 
-async def chat(fake: FakeWatsonx, req: Request) -> Response:
+async def chat(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/text/chat``."""
     headers = _rate_limit(fake)
     body = req.json_body()
@@ -179,7 +177,7 @@ async def chat(fake: FakeWatsonx, req: Request) -> Response:
     return _chat(fake, _chat_call(body, model_id, None), model_id, headers)
 
 
-async def chat_stream(fake: FakeWatsonx, req: Request) -> Response:
+async def chat_stream(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/text/chat_stream``."""
     headers = _rate_limit(fake)
     body = req.json_body()
@@ -187,7 +185,7 @@ async def chat_stream(fake: FakeWatsonx, req: Request) -> Response:
     return _chat_stream(fake, _chat_call(body, model_id, None), model_id, headers)
 
 
-async def deployment_chat(fake: FakeWatsonx, req: Request) -> Response:
+async def deployment_chat(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/deployments/{id_or_serving_name}/text/chat``."""
     headers = _rate_limit(fake)
     deployment_id, base_model_id = _deployment(fake, req)
@@ -195,7 +193,7 @@ async def deployment_chat(fake: FakeWatsonx, req: Request) -> Response:
     return _chat(fake, call, base_model_id, headers)
 
 
-async def deployment_chat_stream(fake: FakeWatsonx, req: Request) -> Response:
+async def deployment_chat_stream(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v1/deployments/{id_or_serving_name}/text/chat_stream``."""
     headers = _rate_limit(fake)
     deployment_id, base_model_id = _deployment(fake, req)

@@ -15,13 +15,14 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._catalog import TASKS, paginate
+from ._catalog import paginate
 from ._http import ApiError, Request, Response, new_trace_id
+from ._models import TASKS
 from ._platform import container_from_body, container_from_query
 from ._state import Container, TrainingRecord, iso
 
 if TYPE_CHECKING:
-    from ._fake import FakeWatsonx
+    from ._view import FakeView
 
 # field: (type, low, high, server default) -- the ranges of protocol §7.1
 NUMERIC_PARAMETERS: dict[str, tuple[type, float, float, float]] = {
@@ -43,7 +44,7 @@ def _bad(field: str, message: str) -> ApiError:
     )
 
 
-def _check_prompt_tuning(fake: FakeWatsonx, given: Any) -> dict[str, Any]:
+def _check_prompt_tuning(fake: FakeView, given: Any) -> dict[str, Any]:
     """Validate ``prompt_tuning`` and return it with the server defaults filled in."""
     if not isinstance(given, dict):
         raise ApiError(400, "Field 'prompt_tuning' is required and must be an object.")
@@ -140,7 +141,7 @@ def _losses(
     return entries
 
 
-async def create_training(fake: FakeWatsonx, req: Request) -> Response:
+async def create_training(fake: FakeView, req: Request) -> Response:
     """``POST /ml/v4/trainings`` (scope in the body) -> 201 ``queued``."""
     body = req.json_body()
     container = container_from_body(fake, body)
@@ -193,7 +194,7 @@ async def create_training(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(wire, status=201)
 
 
-def _training(fake: FakeWatsonx, training_id: str, container: Container) -> TrainingRecord:
+def _training(fake: FakeView, training_id: str, container: Container) -> TrainingRecord:
     """The live record (call with the lock held); 404 outside its container."""
     record = fake._store.trainings.get(training_id)
     if record is None or record.container != container:
@@ -201,7 +202,7 @@ def _training(fake: FakeWatsonx, training_id: str, container: Container) -> Trai
     return record
 
 
-def _advance(fake: FakeWatsonx, record: TrainingRecord, now: float) -> None:
+def _advance(fake: FakeView, record: TrainingRecord, now: float) -> None:
     """One status poll of an unfinished training (call with the lock held)."""
     record.polls += 1
     record.modified_at = now
@@ -231,7 +232,7 @@ def _advance(fake: FakeWatsonx, record: TrainingRecord, now: float) -> None:
         record.model_id = fake._store.new_id()
 
 
-async def get_training(fake: FakeWatsonx, req: Request) -> Response:
+async def get_training(fake: FakeView, req: Request) -> Response:
     """``GET /ml/v4/trainings/{training_id}``: one poll of the state machine."""
     container = container_from_query(fake, req)
     with fake._store.lock:
@@ -242,7 +243,7 @@ async def get_training(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(wire)
 
 
-async def list_trainings(fake: FakeWatsonx, req: Request) -> Response:
+async def list_trainings(fake: FakeView, req: Request) -> Response:
     """``GET /ml/v4/trainings`` with ``tag.value``, ``state``, ``type`` filters, newest first."""
     container = container_from_query(fake, req)
     tag, state, kind = req.param("tag.value"), req.param("state"), req.param("type")
@@ -260,7 +261,7 @@ async def list_trainings(fake: FakeWatsonx, req: Request) -> Response:
     return Response.json(paginate(req, found))
 
 
-async def delete_training(fake: FakeWatsonx, req: Request) -> Response:
+async def delete_training(fake: FakeView, req: Request) -> Response:
     """``DELETE /ml/v4/trainings/{id}``: cancel (queued/running) or, with ``hard_delete=true``,
     remove. Cancelling a finished training is a 400 "Job already completed with state ..."."""
     container = container_from_query(fake, req)

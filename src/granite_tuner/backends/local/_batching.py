@@ -5,8 +5,8 @@ Why it works this way:
 - **Micro-batched.** A forward pass over 16 prompts reads the model's weights once instead of
   16 times, while the prompt tokens themselves cost about the same either way; batching pays
   most where a step is dominated by reading the weights: every decoding step, and any GPU (on 2
-  CPU cores, `benchmarks/serving_batching.py` measures about 2.4x the throughput for 4-token
-  answers and 5.7x for 32-token answers at concurrency 16). Concurrent `generate` calls are
+  CPU cores, `benchmarks/serving_batching.py` measures about 2.8x the throughput for 4-token
+  answers and 5.75x for 32-token answers at concurrency 16). Concurrent `generate` calls are
   therefore not run one by one: each call puts a request on a queue and waits for its own
   answer; one long-lived batcher task (in the client's task group, so nothing outlives the
   client) takes the first request, waits a few milliseconds (`batch_window`) for more, and runs
@@ -41,6 +41,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from granite_tuner._secrets import get_logger
+from granite_tuner._text import apply_verbalizer
 from granite_tuner.backends.base import DeploymentInfo
 from granite_tuner.backends.local._decode_types import Decoded, DecodeSettings
 from granite_tuner.backends.local._models import LoadedModel
@@ -100,7 +101,7 @@ class ServedDeployment:
     max_input_tokens: int | None = None
 
     def verbalize(self, prompt: str) -> str:
-        return self.verbalizer.replace("{{input}}", prompt) if self.verbalizer else prompt
+        return apply_verbalizer(self.verbalizer, prompt)
 
     def decode_settings(self, parameters: GenerationParameters | None) -> DecodeSettings:
         settings = DecodeSettings.from_parameters(parameters)

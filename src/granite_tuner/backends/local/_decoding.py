@@ -60,6 +60,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from granite_tuner._text import keep_last_tokens
 from granite_tuner.backends.local._decode_types import Decoded, DecodeSettings, LocalStopReason
 from granite_tuner.backends.local._logits import PerRowSampler, PromptAwareRepetitionPenalty
 from granite_tuner.errors import ConfigurationError
@@ -242,12 +243,8 @@ def _encode(
     special = set(tokenizer.all_special_ids)
     prompts: list[list[int]] = []
     for ids in encoded:
-        if truncate_to is not None and len(ids) > truncate_to:
-            lead = 0
-            while lead < len(ids) and ids[lead] in special:
-                lead += 1
-            lead = min(lead, truncate_to - 1)
-            ids = ids[:lead] + ids[len(ids) - (truncate_to - lead) :]
+        if truncate_to is not None:
+            ids = keep_last_tokens(ids, truncate_to, special)
         if not ids and need_one:
             start = tokenizer.bos_token_id
             if not isinstance(start, int):

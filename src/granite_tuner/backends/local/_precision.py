@@ -1,13 +1,13 @@
 """Which arithmetic a local training run uses: float32, or bf16 autocast where it pays.
 
-On a CPU with bf16 in hardware (Intel AMX, or the AVX-512 BF16 instructions of recent Intel
-and AMD chips), running the frozen model's matrix products under
-`torch.autocast("cpu", dtype=torch.bfloat16)` cuts a training step to about two thirds of its
-float32 time (benchmarks/precision.py). The weights stay float32 (bf16 *weights* were slower in
-the probe that led here), and so do the soft prompt, its gradient and the optimizer state:
-autocast only lowers the precision of the products, so the small updates a soft prompt gets
-are not rounded away. On a CPU without such instructions bf16 is emulated and slower, so
-`"auto"` picks float32 there.
+On a CPU with bf16 in hardware (Intel AMX, or the AVX-512 BF16 instructions of recent Intel and
+AMD chips), running the frozen model's matrix products under `torch.autocast("cpu",
+dtype=torch.bfloat16)` cuts a training step to between a half and two thirds of its float32
+time (benchmarks/precision.py). The weights stay float32 (bf16 *weights* were slower in the
+probe that led here), and so do the soft prompt, its gradient and the optimizer state: autocast
+only lowers the precision of the products, so the small updates a soft prompt gets are not
+rounded away. On a CPU without such instructions bf16 is emulated and slower, so `"auto"` picks
+float32 there.
 
 The hardware probe is a plain function argument so that tests can stand in for a CPU they
 do not have.

@@ -22,7 +22,6 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import inspect
-import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from granite_tuner._secrets import get_logger
+from granite_tuner._steps import steps_per_epoch
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.backends.local._precision import autocast
 from granite_tuner.backends.local._training_data import (
@@ -241,8 +241,9 @@ class PromptTrainer:
         forward = inspect.signature(type(loaded.model).forward).parameters
         self._logits_to_keep = "logits_to_keep" in forward
         self._position_ids = "position_ids" in forward
-        num_batches = math.ceil(len(self.examples) / config.batch_size)
-        self.steps_per_epoch = math.ceil(num_batches / config.accumulate_steps)
+        self.steps_per_epoch = steps_per_epoch(
+            len(self.examples), config.batch_size, config.accumulate_steps
+        )
         self.total_steps = self.steps_per_epoch * config.num_epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(self.total_steps, config.warmup_share)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from granite_tuner._secrets import get_logger
+from granite_tuner._text import apply_verbalizer, keep_last_tokens
 from granite_tuner.data import Example
 from granite_tuner.errors import ConfigurationError
 
@@ -82,7 +83,7 @@ def encode_examples(
     """
     if not examples:
         raise ConfigurationError(f"The {what} data has no examples.")
-    prompts = [config.verbalizer.replace("{{input}}", example.input) for example in examples]
+    prompts = [apply_verbalizer(config.verbalizer, example.input) for example in examples]
     outputs = [example.output for example in examples]
     # One batched call each (the Rust tokenizer parallelises it); no truncation or padding
     # options, which would change the shared tokenizer's state under serving's feet.
@@ -95,7 +96,7 @@ def encode_examples(
     for prompt, output in zip(prompt_ids, output_ids, strict=True):
         if len(prompt) > config.max_input_tokens:
             truncated += 1
-            prompt = _keep_end(prompt, config.max_input_tokens, special)
+            prompt = keep_last_tokens(prompt, config.max_input_tokens, special)
         target = [*output, eos] if isinstance(eos, int) else list(output)
         encoded.append(EncodedExample(tuple(prompt), tuple(target[: config.max_output_tokens])))
     if truncated:
@@ -108,15 +109,6 @@ def encode_examples(
             config.max_input_tokens,
         )
     return encoded
-
-
-def _keep_end(ids: list[int], limit: int, special: set[int]) -> list[int]:
-    """The last `limit` ids, keeping the leading special tokens (BOS) in front."""
-    lead = 0
-    while lead < len(ids) and ids[lead] in special:
-        lead += 1
-    lead = min(lead, limit - 1) if limit > 1 else 0
-    return ids[:lead] + ids[len(ids) - (limit - lead) :]
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 
+from granite_tuner._exceptions import innermost
 from granite_tuner.backends.local._models import (
     DEFAULT_MODEL,
     ModelCache,
@@ -167,7 +168,7 @@ class LocalClient:
         except BaseExceptionGroup as group:
             # The task group hands back the body's own error wrapped in a group; let the error
             # itself go on (unchanged) so that callers can catch it by its type.
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+            if exc is not None and innermost(group) is exc:
                 return False
             raise
         finally:

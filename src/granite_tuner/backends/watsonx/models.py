@@ -31,8 +31,6 @@ __all__ = [
 
 #: Training states after which nothing changes any more (§7.2; `error` is legacy).
 TERMINAL_TRAINING_STATES = frozenset({"completed", "failed", "canceled", "error"})
-#: Deployment states after which the deployment will not become ready by itself.
-TERMINAL_DEPLOYMENT_STATES = frozenset({"ready", "failed", "DEPLOY_SUCCESS", "DEPLOY_FAILED"})
 
 
 class _WireModel(BaseModel):

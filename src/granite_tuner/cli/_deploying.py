@@ -11,10 +11,10 @@ import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from granite_tuner._names import generated_name
 from granite_tuner.cli._backends import AnyClient, open_client
 from granite_tuner.cli._context import CLI_NAME_PREFIX, Context
 from granite_tuner.cli._exit import ExitCode
@@ -27,7 +27,7 @@ from granite_tuner.reports import ComparisonReport, EvaluationReport
 from granite_tuner.runs import TuningResult
 
 if TYPE_CHECKING:
-    from granite_tuner.cli._app import SubParsers
+    from granite_tuner.cli._options import SubParsers
 
 __all__ = ["EvaluationSettings", "compare_with_progress", "register"]
 
@@ -212,7 +212,7 @@ async def run_deploy(ctx: Context, args: argparse.Namespace) -> ExitCode:
         source = await _deployable(client, args.source, local=ctx.backend.local)
         name = args.name
         if name is None and not isinstance(source, TuningResult):
-            name = f"{CLI_NAME_PREFIX}deployment-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+            name = generated_name("deployment", prefix=CLI_NAME_PREFIX)
         deployment = await Deployment.create(
             client, source, name=name, serving_name=args.serving_name, wait=False
         )

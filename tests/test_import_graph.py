@@ -1,0 +1,116 @@
+"""No import cycles inside granite_tuner.
+
+Every import counts: module level, under ``TYPE_CHECKING`` and inside functions, because a
+cycle hidden behind any of them still ties the two modules together for a reader and for
+refactors. ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to
+``pkg``; ``import a.b.c`` is an edge to ``a.b.c`` only (the implicit import of the parent
+packages is not counted, or every package re-exporting its submodules would be a cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import granite_tuner
+
+PACKAGE_ROOT = Path(granite_tuner.__file__).parent
+PACKAGE = "granite_tuner"
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package."""
+    modules = {}
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        parts = [PACKAGE, *path.relative_to(PACKAGE_ROOT).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _imported(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``module`` imports anywhere in its source."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                targets.add(submodule if submodule in modules else base)
+    owners = (_owning_module(target, modules) for target in targets)
+    return {owner for owner in owners if owner is not None}
+
+
+def _owning_module(name: str, modules: dict[str, Path]) -> str | None:
+    """The module a dotted import name refers to (``pkg.mod.attr`` -> ``pkg.mod``)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {module: _imported(module, path, modules) for module, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module, plus self-imports (Tarjan)."""
+    index: dict[str, int] = {}
+    lowlink: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = lowlink[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                lowlink[node] = min(lowlink[node], lowlink[target])
+            elif target in on_stack:
+                lowlink[node] = min(lowlink[node], index[target])
+        if lowlink[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in graph[node]:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_checker_finds_cycles_and_self_imports() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}, "e": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"], ["d"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_sees_type_checking_and_function_level_imports() -> None:
+    graph = import_graph()
+    # runs imports _plotting inside plot_learning_curve; cli/__init__ imports _app in a function.
+    assert "granite_tuner._plotting" in graph["granite_tuner.runs"]
+    assert "granite_tuner.cli._app" in graph["granite_tuner.cli"]
+    # `from granite_tuner.cli import _tuning` is an edge to the module, not to the package.
+    assert "granite_tuner.cli._tuning" in graph["granite_tuner.cli._app"]
+
+
+def test_no_import_cycles() -> None:
+    found = cycles(import_graph())
+    listing = "\n".join(" <-> ".join(component) for component in found)
+    assert not found, f"Import cycles in src/granite_tuner:\n{listing}"
