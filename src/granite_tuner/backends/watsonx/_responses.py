@@ -112,8 +112,6 @@ def status_error(
     response: httpx.Response,
     *,
     operation: str,
-    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504, 520}),
-    safe_to_repeat: bool,
 ) -> APIStatusError:
     """The typed error for an error status (whether it is retried is `_retry.decide`'s call)."""
     status = response.status_code
@@ -129,7 +127,7 @@ def status_error(
     if trace:
         parts.append(f"(trace {trace})")
     cls = _STATUS_CLASSES.get(status, ServerError if status >= 500 else APIStatusError)
-    error = cls(
+    return cls(
         " ".join(parts),
         status_code=status,
         method=response.request.method,
@@ -138,7 +136,6 @@ def status_error(
         trace=trace,
         retry_after=parse_retry_after(response.headers) if status in (429, 503) else None,
     )
-    return error
 
 
 def _is_certificate_error(exc: BaseException) -> bool:
@@ -152,9 +149,7 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
-def classify_transport_error(
-    exc: httpx.HTTPError, method: str, url: str, *, safe_to_repeat: bool
-) -> APIConnectionError:
+def classify_transport_error(exc: httpx.HTTPError, method: str, url: str) -> APIConnectionError:
     """The typed error for a failure below HTTP: which ones may have reached the server."""
     where = f"{method} {url}"
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
