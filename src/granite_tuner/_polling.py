@@ -1,8 +1,9 @@
 """Waiting for a remote object to change: reads spaced out from seconds to a cap, within a deadline.
 
 Used by `Tuner` (trainings) and `Deployment` (deployments). Each read is already retried by the
-client; a read that still fails for a passing reason (network, 5xx, 429, a broken body) is
-logged and tried again at the next poll instead of ending the wait. Only the deadline ends it.
+client; a read that still fails for a passing reason (`_retry.is_passing_failure`: network,
+5xx, 429, a broken body) is logged and tried again at the next poll instead of ending the wait.
+Only the deadline ends it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ from typing import Generic, TypeVar
 
 import anyio
 
+from granite_tuner._retry import is_passing_failure
 from granite_tuner._secrets import get_logger
-from granite_tuner.errors import (
-    APIConnectionError,
-    ConfigurationError,
-    RateLimitError,
-    ServerError,
-    UnexpectedResponseError,
-)
+from granite_tuner.errors import APIError, ConfigurationError
 
 __all__ = ["PollDeadline", "Poller", "checked_poll_interval", "checked_timeout"]
 
@@ -28,8 +24,6 @@ logger = get_logger("granite_tuner.polling")
 
 T = TypeVar("T")
 
-# Failures of a status read that say nothing about the object: wait and read again.
-TRANSIENT_READ_ERRORS = (APIConnectionError, ServerError, RateLimitError, UnexpectedResponseError)
 _GROWTH = 1.5
 
 
@@ -113,7 +107,9 @@ class Poller(Generic[T]):
         with anyio.move_on_after(remaining) as scope:
             try:
                 return await self._read()
-            except TRANSIENT_READ_ERRORS as exc:
+            except APIError as exc:
+                if not is_passing_failure(exc):  # the retry policy's answer
+                    raise
                 logger.warning(
                     "Reading %s failed (%s); trying again at the next poll", self._what, exc
                 )

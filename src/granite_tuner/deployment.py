@@ -33,12 +33,12 @@ from granite_tuner._polling import (
     checked_poll_interval,
     checked_timeout,
 )
+from granite_tuner._retry import look_up_before_resend
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import (
     SERVING_NAME_PATTERN,
     DeploymentInfo,
     ServingBackend,
-    certainly_not_created,
     check_id,
     check_request_tag,
     check_serving_name,
@@ -168,7 +168,7 @@ class Deployment:
                     request_tag=tag,
                 )
         except Exception as exc:
-            if certainly_not_created(exc):
+            if not look_up_before_resend(exc):  # certainly made nothing: forget the tag
                 uncertain.pop(key, None)
             elif isinstance(exc, APIError):
                 exc.add_request_tag(

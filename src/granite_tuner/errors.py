@@ -226,13 +226,12 @@ class APIError(GraniteTunerError):
 
     `may_have_been_processed` tells whether the service may have acted on the request
     even though we have no answer: true for dropped connections after sending, read
-    timeouts and 5xx answers. A create is never repeated blindly when it is true.
-    `retryable` is set by the transport, which knows the request; the retry policy reads it.
+    timeouts, 5xx answers and success statuses with a broken body. A create is never
+    repeated blindly when it is true. Whether and when a request is retried is decided in
+    one place, `granite_tuner._retry.decide`, from these facts.
     """
 
     may_have_been_processed: bool = False
-    retryable: bool = False
-    retry_immediately: bool = False
     #: The request tag of a create this error interrupted (the object may exist under it).
     request_tag: str | None = None
 
@@ -249,7 +248,11 @@ class APIError(GraniteTunerError):
 
 
 class APIConnectionError(APIError):
-    """No usable answer arrived: connection refused or dropped, TLS failure, broken body."""
+    """No usable answer arrived: connection refused or dropped, TLS failure, broken body.
+
+    `transient` is false for failures that trying again cannot fix (a certificate that
+    does not verify, an unknown transport error).
+    """
 
     def __init__(
         self,
@@ -258,11 +261,11 @@ class APIConnectionError(APIError):
         method: str | None = None,
         url: str | None = None,
         may_have_been_processed: bool = False,
-        retryable: bool = True,
+        transient: bool = True,
     ) -> None:
         super().__init__(message, method=method, url=url)
         self.may_have_been_processed = may_have_been_processed
-        self.retryable = retryable
+        self.transient = transient
 
 
 class APITimeoutError(APIConnectionError):
@@ -271,6 +274,8 @@ class APITimeoutError(APIConnectionError):
 
 class UnexpectedResponseError(APIError):
     """The service answered with success but the body was not what the protocol promises."""
+
+    may_have_been_processed = True  # a success status: the service did act
 
     def __init__(
         self,

@@ -42,10 +42,10 @@ from granite_tuner._polling import (
     checked_poll_interval,
     checked_timeout,
 )
+from granite_tuner._retry import look_up_before_resend
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import (
     TuningBackend,
-    certainly_not_created,
     check_request_tag,
     check_run_name,
     new_request_tag,
@@ -378,7 +378,7 @@ class Tuner:
             )
             raise
         except Exception as exc:
-            if certainly_not_created(exc):
+            if not look_up_before_resend(exc):  # certainly made nothing: next run() sends anew
                 self._create_sent = False
             elif isinstance(exc, APIError):
                 exc.add_request_tag(

@@ -366,7 +366,7 @@ async def test_tls_verification_is_on_by_default_and_fails_with_a_typed_error(
                 assert type(error) is APIConnectionError
                 assert "certificate could not be verified" in str(error)
                 assert "verify=" in str(error)
-                assert error.retryable is False
+                assert error.transient is False
     assert fake.requests == []  # not one request got past the TLS handshake
 
 

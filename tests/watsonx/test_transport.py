@@ -23,9 +23,9 @@ from granite_tuner import (
     UnexpectedResponseError,
     WatsonxClient,
 )
+from granite_tuner._retry import parse_retry_after
 from granite_tuner.backends.watsonx import _endpoints as endpoints
 from granite_tuner.backends.watsonx._endpoints import API_VERSION
-from granite_tuner.backends.watsonx._retry import parse_retry_after
 
 pytestmark = pytest.mark.anyio
 

@@ -17,12 +17,7 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from granite_tuner.data import LabelledSet
-from granite_tuner.errors import (
-    APIError,
-    APIStatusError,
-    ConfigurationError,
-    GraniteTunerError,
-)
+from granite_tuner.errors import ConfigurationError
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import TuningRun
@@ -42,7 +37,6 @@ __all__ = [
     "DeploymentState",
     "ServingBackend",
     "TuningBackend",
-    "certainly_not_created",
     "check_id",
     "check_request_tag",
     "check_run_name",
@@ -88,15 +82,6 @@ def check_request_tag(tag: object) -> str:
             "new_request_tag() (`granite-tuner.request.` and 32 hex digits)."
         )
     return tag
-
-
-def certainly_not_created(error: BaseException) -> bool:
-    """Whether a failed create certainly made nothing: the service refused it (4xx), or the
-    call was refused before anything was sent. Anything else may have created the object."""
-    if isinstance(error, APIStatusError):
-        refused = 400 <= error.status_code < 500 and error.status_code not in (408, 409, 429)
-        return refused and not error.may_have_been_processed
-    return isinstance(error, GraniteTunerError) and not isinstance(error, APIError)
 
 
 class BaseModelInfo(BaseModel):

@@ -1,6 +1,6 @@
-"""The watsonx.ai backend: an async REST client for IBM watsonx.ai (httpx, pydantic, tenacity)."""
+"""The watsonx.ai backend: an async REST client for IBM watsonx.ai (httpx, pydantic, anyio)."""
 
-from granite_tuner.backends.watsonx._retry import RetryPolicy
+from granite_tuner._retry import RetryPolicy
 from granite_tuner.backends.watsonx.client import WatsonxClient
 from granite_tuner.backends.watsonx.models import (
     DataAsset,

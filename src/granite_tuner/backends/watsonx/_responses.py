@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from granite_tuner.backends.watsonx._retry import parse_retry_after
+from granite_tuner._retry import parse_retry_after
 from granite_tuner.errors import (
     APIConnectionError,
     APIStatusError,
@@ -112,11 +112,8 @@ def status_error(
     response: httpx.Response,
     *,
     operation: str,
-    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504, 520}),
-    safe_to_repeat: bool,
 ) -> APIStatusError:
-    """The typed error for an error status. `retryable` is set from the status and whether
-    repeating the request is safe (a 429 was never acted on, so it is always safe)."""
+    """The typed error for an error status (whether it is retried is `_retry.decide`'s call)."""
     status = response.status_code
     errors, trace = parse_error_body(response)
     reason = response.reason_phrase or ""
@@ -130,7 +127,7 @@ def status_error(
     if trace:
         parts.append(f"(trace {trace})")
     cls = _STATUS_CLASSES.get(status, ServerError if status >= 500 else APIStatusError)
-    error = cls(
+    return cls(
         " ".join(parts),
         status_code=status,
         method=response.request.method,
@@ -139,8 +136,6 @@ def status_error(
         trace=trace,
         retry_after=parse_retry_after(response.headers) if status in (429, 503) else None,
     )
-    error.retryable = status in retry_statuses and (status == 429 or safe_to_repeat)
-    return error
 
 
 def _is_certificate_error(exc: BaseException) -> bool:
@@ -154,9 +149,7 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
-def classify_transport_error(
-    exc: httpx.HTTPError, method: str, url: str, *, safe_to_repeat: bool
-) -> APIConnectionError:
+def classify_transport_error(exc: httpx.HTTPError, method: str, url: str) -> APIConnectionError:
     """The typed error for a failure below HTTP: which ones may have reached the server."""
     where = f"{method} {url}"
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
@@ -173,7 +166,6 @@ def classify_transport_error(
             method=method,
             url=url,
             may_have_been_processed=True,
-            retryable=safe_to_repeat,
         )
     if isinstance(exc, httpx.ConnectError):
         if _is_certificate_error(exc):
@@ -183,7 +175,7 @@ def classify_transport_error(
                 "unless you pass verify=False).",
                 method=method,
                 url=url,
-                retryable=False,
+                transient=False,
             )
         return APIConnectionError(
             f"{where}: could not connect ({exc}). Check the URL (WATSONX_URL) and the network.",
@@ -203,10 +195,9 @@ def classify_transport_error(
             method=method,
             url=url,
             may_have_been_processed=True,
-            retryable=safe_to_repeat,
         )
     return APIConnectionError(
-        f"{where}: {type(exc).__name__}: {exc}", method=method, url=url, retryable=False
+        f"{where}: {type(exc).__name__}: {exc}", method=method, url=url, transient=False
     )
 
 

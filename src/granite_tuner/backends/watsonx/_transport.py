@@ -5,13 +5,11 @@ Every call of the client goes through `Transport.request_json` or `request_no_co
 - the `Endpoint` decides host, `version` and where the project/space id goes;
 - the authenticator supplies the bearer token; a 401 drops it and retries once at once
   (another caller may already be fetching the new one: only one exchange happens);
-- transient failures are retried by the one `RetryPolicy`;
-- a request that creates something (a POST not marked `safe_to_repeat`) is never sent a
-  second time when the first may have reached the server: `find_existing` is asked first,
-  and if it finds the object, that object is the answer. Without `find_existing` the
-  ambiguous error is raised as it is. A create that timed out may still be running on the
-  server, where a lookup cannot see it yet: it is never sent again, only looked up on each
-  remaining attempt, and if it never shows up the timeout is raised.
+- whether a failed attempt is retried, after how long, and whether a create is looked up
+  before it is sent again is `granite_tuner._retry.decide`'s answer, applied by
+  `run_with_retries`. The transport only tells it the facts: whether the request may be
+  repeated (GET, PUT, DELETE, or `safe_to_repeat`), the `find_existing` lookup of a create,
+  and what happened besides the error (a dropped token, a failed token exchange).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 from granite_tuner._attempts import note_attempt
+from granite_tuner._retry import AttemptNotes, RetryPolicy, parse_retry_after, run_with_retries
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.watsonx._endpoints import Endpoint, Scope
 from granite_tuner.backends.watsonx._responses import (
@@ -31,14 +30,8 @@ from granite_tuner.backends.watsonx._responses import (
     read_json,
     status_error,
 )
-from granite_tuner.backends.watsonx._retry import RetryPolicy, parse_retry_after, run_with_retries
 from granite_tuner.backends.watsonx.auth import Authenticator
-from granite_tuner.errors import (
-    APIError,
-    APITimeoutError,
-    NotFoundError,
-    UnexpectedResponseError,
-)
+from granite_tuner.errors import APIError, NotFoundError, UnexpectedResponseError
 from granite_tuner.limits import RateLimiter
 
 __all__ = ["Transport"]
@@ -63,9 +56,6 @@ class _Call:
     operation: str
     rate_limited: bool
     reauthenticated: bool = False
-    may_exist: bool = False
-    # A create that timed out: the server may still be working on it, so it is not resent.
-    timed_out: APITimeoutError | None = None
 
 
 class Transport:
@@ -133,44 +123,22 @@ class Transport:
         find_existing: Callable[[], Awaitable[T | None]] | None = None,
         operation: str,
     ) -> T:
-        """Send, retry as the policy allows, and parse the success body with `parse`."""
+        """Send, retry as the policy decides, and parse the success body with `parse`."""
         call = self._prepare(
             method, endpoint, path, params, json, expect, safe_to_repeat, operation
         )
-        # With a lookup, an ambiguous failure may be retried: the lookup runs first.
-        retry_ambiguous = call.safe or find_existing is not None
 
-        async def attempt() -> T:
-            if call.may_exist and find_existing is not None:
-                found = await find_existing()
-                if found is not None:
-                    logger.info(
-                        "%s: the earlier attempt had succeeded; using its result", operation
-                    )
-                    return found
-                if call.timed_out is not None:
-                    raise call.timed_out  # look again after the next backoff; never resend
-            try:
-                response = await self._send(call, retry_ambiguous=retry_ambiguous)
-                return read_json(response, parse, operation=operation)
-            except APIError as exc:
-                if isinstance(exc, UnexpectedResponseError):
-                    # A success status with a broken body: the server did act.
-                    exc.may_have_been_processed = True
-                    exc.retryable = retry_ambiguous
-                if exc.may_have_been_processed and not call.safe:
-                    call.may_exist = True
-                    if isinstance(exc, APITimeoutError):
-                        call.timed_out = exc
-                raise
+        async def attempt(notes: AttemptNotes) -> T:
+            response = await self._send(call, notes)
+            return read_json(response, parse, operation=operation)
 
-        try:
-            return await run_with_retries(self.retry, attempt, description=operation)
-        except APIError as exc:
-            # Whatever the last attempt said, an earlier one may have created the object.
-            if call.may_exist:
-                exc.may_have_been_processed = True
-            raise
+        return await run_with_retries(
+            self.retry,
+            attempt,
+            description=operation,
+            repeatable=call.safe,
+            look_up=None if call.safe else find_existing,
+        )
 
     async def request_no_content(
         self,
@@ -188,25 +156,31 @@ class Transport:
         call = self._prepare(
             method, endpoint, path, params, json, expect, safe_to_repeat, operation
         )
+        earlier_may_have_landed = False
 
-        async def attempt() -> None:
+        async def attempt(notes: AttemptNotes) -> None:
+            nonlocal earlier_may_have_landed
             try:
-                await self._send(call, retry_ambiguous=call.safe)
+                await self._send(call, notes)
             except NotFoundError:
                 # A DELETE whose earlier attempt may have landed: gone is what we wanted.
-                if method == "DELETE" and call.may_exist:
+                if method == "DELETE" and earlier_may_have_landed:
                     return
                 raise
             except APIError as exc:
-                if exc.may_have_been_processed:
-                    call.may_exist = True
+                earlier_may_have_landed = earlier_may_have_landed or exc.may_have_been_processed
                 raise
 
-        await run_with_retries(self.retry, attempt, description=operation)
+        await run_with_retries(self.retry, attempt, description=operation, repeatable=call.safe)
 
-    async def _send(self, call: _Call, *, retry_ambiguous: bool) -> httpx.Response:
-        """One HTTP exchange; any failure comes out as a typed APIError."""
-        token = await self.auth.token()
+    async def _send(self, call: _Call, notes: AttemptNotes) -> httpx.Response:
+        """One HTTP exchange; any failure comes out as a typed APIError. What the retry policy
+        must know besides the error (the token was dropped, getting one failed) goes in `notes`."""
+        try:
+            token = await self.auth.token()
+        except APIError:
+            notes.in_token_exchange = True
+            raise
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         note_attempt()
         started = time.perf_counter()
@@ -218,9 +192,7 @@ class Transport:
             else:
                 response = await self._exchange(call, headers)
         except httpx.HTTPError as exc:
-            raise classify_transport_error(
-                exc, call.method, call.url, safe_to_repeat=retry_ambiguous
-            ) from None
+            raise classify_transport_error(exc, call.method, call.url) from None
         elapsed = time.perf_counter() - started
         logger.debug("%s %s -> %d (%.3f s)", call.method, call.url, response.status_code, elapsed)
         if response.status_code in call.expect:
@@ -235,17 +207,10 @@ class Transport:
                 url=call.url,
                 status_code=response.status_code,
             )
-        error = status_error(
-            response,
-            operation=call.operation,
-            retry_statuses=self.retry.retry_statuses,
-            safe_to_repeat=retry_ambiguous,
-        )
+        error = status_error(response, operation=call.operation)
         if response.status_code == 401 and not call.reauthenticated:
             call.reauthenticated = True
-            if await self.auth.invalidate(token):
-                error.retryable = True
-                error.retry_immediately = True
+            notes.token_dropped = await self.auth.invalidate(token)
         raise error
 
     async def _exchange(self, call: _Call, headers: dict[str, str]) -> httpx.Response:
@@ -268,17 +233,12 @@ class Transport:
     async def put_bytes(self, url: str, content: bytes, *, operation: str) -> None:
         """PUT raw bytes to a pre-signed URL: no token, no content type (protocol §5 step 3)."""
 
-        async def attempt() -> None:
+        async def attempt(_notes: AttemptNotes) -> None:
             try:
                 response = await self.http.put(url, content=content)
             except httpx.HTTPError as exc:
-                raise classify_transport_error(exc, "PUT", url, safe_to_repeat=True) from None
+                raise classify_transport_error(exc, "PUT", url) from None
             if response.status_code not in (200, 201, 204):
-                raise status_error(
-                    response,
-                    operation=operation,
-                    retry_statuses=self.retry.retry_statuses,
-                    safe_to_repeat=True,
-                )
+                raise status_error(response, operation=operation)
 
         await run_with_retries(self.retry, attempt, description=operation)

@@ -21,9 +21,9 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
+from granite_tuner._retry import AttemptNotes, RetryPolicy, run_with_retries
 from granite_tuner._secrets import get_logger, register_secret
 from granite_tuner.backends.watsonx._responses import classify_transport_error, status_error
-from granite_tuner.backends.watsonx._retry import RetryPolicy, run_with_retries
 from granite_tuner.errors import APIError, AuthenticationError, UnexpectedResponseError
 
 __all__ = ["Authenticator", "IAMAuthenticator", "StaticTokenAuthenticator", "jwt_expiry"]
@@ -142,7 +142,7 @@ class IAMAuthenticator:
         return True
 
     async def _exchange(self) -> _IssuedToken:
-        async def attempt() -> _IssuedToken:
+        async def attempt(_notes: AttemptNotes) -> _IssuedToken:
             try:
                 response = await self._http.post(
                     self._iam_url,
@@ -153,25 +153,19 @@ class IAMAuthenticator:
                     headers={"Authorization": _IAM_CLIENT_AUTH, "Accept": "application/json"},
                 )
             except httpx.HTTPError as exc:
-                raise classify_transport_error(
-                    exc, "POST", self._iam_url, safe_to_repeat=True
-                ) from None
+                raise classify_transport_error(exc, "POST", self._iam_url) from None
             return self._read_exchange(response)
 
-        try:
-            issued = await run_with_retries(self._retry, attempt, description="IAM token exchange")
-        except APIError as exc:
-            # The exchange has spent its own retry budget: the request that needed the token
-            # must not retry it again, or one call would make max_attempts**2 IAM requests.
-            exc.retryable = False
-            raise
+        # When this gives up, the request that needed the token gives up too (`decide` is told
+        # the failure was in the exchange), or one call would make max_attempts**2 IAM requests.
+        issued = await run_with_retries(self._retry, attempt, description="IAM token exchange")
         self.exchanges += 1
         logger.debug("IAM issued a token valid for %.0f s", issued.expires_at - self._clock())
         return issued
 
     def _read_exchange(self, response: httpx.Response) -> _IssuedToken:
         if response.status_code != 200:
-            error = status_error(response, operation="IAM token exchange", safe_to_repeat=True)
+            error = status_error(response, operation="IAM token exchange")
             if 400 <= response.status_code < 500 and response.status_code != 429:
                 raise AuthenticationError(
                     f"IAM refused the API key ({error.message}). Check the key "

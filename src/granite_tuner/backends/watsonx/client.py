@@ -16,9 +16,9 @@ from typing import Any, Literal, Self
 
 import httpx
 
+from granite_tuner._retry import RetryPolicy
 from granite_tuner._version import __version__
 from granite_tuner.backends.base import BaseModelInfo, DeploymentInfo
-from granite_tuner.backends.watsonx._retry import RetryPolicy
 from granite_tuner.backends.watsonx._settings import WatsonxSettings, resolve_settings
 from granite_tuner.backends.watsonx._transport import Transport
 from granite_tuner.backends.watsonx.assets import Assets
