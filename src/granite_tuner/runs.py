@@ -30,12 +30,14 @@ __all__ = [
     "training_state",
 ]
 
-#: Where a tuning run is, on either backend (watsonx.ai protocol §7.2; `error` is legacy). A
-#: run goes `queued`/`pending` -> `running` -> (`storing`) -> `completed`, `failed` or
-#: `canceled`; the local backend uses a subset.
 TrainingState = Literal[
     "queued", "pending", "running", "storing", "completed", "failed", "canceled", "error"
 ]
+"""Where a tuning run is, on either backend (watsonx.ai protocol §7.2; `error` is legacy).
+
+A run goes `queued`/`pending` -> `running` -> (`storing`) -> `completed`, `failed` or
+`canceled`; the local backend uses a subset.
+"""
 #: States after which a run changes no more.
 FINISHED_STATES: frozenset[TrainingState] = frozenset({"completed", "failed", "canceled", "error"})
 #: Every state the protocol documents.

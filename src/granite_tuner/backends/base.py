@@ -157,9 +157,11 @@ class TuningBackend(Protocol):
     async def delete_tuning_run(self, run_id: str) -> None: ...
 
 
-#: Where a deployment is, on either backend: `initializing` -> `ready`, or `failed` (protocol
-#: §8; watsonx.ai's legacy `DEPLOY_*` names are read as these).
 DeploymentState = Literal["initializing", "ready", "failed"]
+"""Where a deployment is, on either backend: `initializing` -> `ready`, or `failed`.
+
+watsonx.ai's legacy `DEPLOY_*` names (protocol §8) are read as these.
+"""
 #: What a state this version does not know becomes: not ready yet, so a caller waits on.
 UNKNOWN_DEPLOYMENT_STATE: DeploymentState = "initializing"
 _LEGACY_DEPLOYMENT_STATES: dict[str, DeploymentState] = {
