@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -44,15 +44,21 @@ from granite_tuner._files import write_atomic
 from granite_tuner._secrets import get_logger
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.errors import ConfigurationError, GraniteTunerError, RunNotFoundError
-from granite_tuner.runs import MetricPoint, TuningRun, ValidationPoint, epoch_groups
+from granite_tuner.runs import (
+    MetricPoint,
+    TrainingState,
+    TuningRun,
+    ValidationPoint,
+    epoch_groups,
+)
 
-__all__ = ["ACTIVE_STATES", "Owner", "RunRecord", "RunState", "RunStore", "new_run_id"]
+__all__ = ["ACTIVE_STATES", "Owner", "RunRecord", "RunStore", "new_run_id"]
 
 logger = get_logger("granite_tuner.local")
 
-RunState = Literal["queued", "running", "completed", "failed", "canceled"]
-#: States in which a run still needs its process.
-ACTIVE_STATES: frozenset[str] = frozenset({"queued", "running"})
+#: States in which a run still needs its process. (A local run is only ever `queued`,
+#: `running`, `completed`, `failed` or `canceled`: the subset of `TrainingState` it needs.)
+ACTIVE_STATES: frozenset[TrainingState] = frozenset({"queued", "running"})
 
 _RUN_FILE = "run.json"
 _ADAPTER = "adapter"
@@ -134,7 +140,7 @@ class RunRecord(BaseModel):
 
     id: str
     name: str | None = None
-    state: RunState
+    state: TrainingState
     base_model: str
     task_id: str
     #: The settings the run trains with, defaults resolved.

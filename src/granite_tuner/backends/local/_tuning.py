@@ -25,7 +25,7 @@ import anyio.to_thread
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo, new_request_tag
 from granite_tuner.backends.local._models import ModelCache
-from granite_tuner.backends.local._store import Owner, RunRecord, RunState, RunStore, new_run_id
+from granite_tuner.backends.local._store import Owner, RunRecord, RunStore, new_run_id
 from granite_tuner.backends.local._training import (
     DEFAULT_EARLY_STOPPING_PATIENCE,
     DEFAULT_VALIDATION_SPLIT,
@@ -37,7 +37,7 @@ from granite_tuner.backends.local._training import (
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.errors import ConfigurationError, RunNotFoundError
 from granite_tuner.parameters import PromptTuningParameters
-from granite_tuner.runs import MetricPoint, TuningRun, ValidationPoint
+from granite_tuner.runs import MetricPoint, TrainingState, TuningRun, ValidationPoint
 from granite_tuner.splitting import stratified_split
 from granite_tuner.validation import ValidationOptions
 
@@ -301,7 +301,7 @@ class TrainingRunner:
 
     async def _train(self, active: _ActiveRun) -> None:
         """The whole life of one run; always ends with its final state on disk."""
-        state: RunState = "canceled"
+        state: TrainingState = "canceled"
         failure: str | None = None
         try:
             with active.scope:
@@ -411,7 +411,7 @@ class TrainingRunner:
         )
         await anyio.to_thread.run_sync(self.store.save, snapshot)
 
-    async def _finish(self, active: _ActiveRun, state: RunState, failure: str | None) -> None:
+    async def _finish(self, active: _ActiveRun, state: TrainingState, failure: str | None) -> None:
         record = active.record
         record.state = state
         record.finished_at = _now()
