@@ -27,12 +27,11 @@ Licence: written for granite-tuner and distributed under the same licence as the
 
 from __future__ import annotations
 
-import os
 import tempfile
-import uuid
 from importlib.resources import files
 from pathlib import Path
 
+from granite_tuner._files import write_atomic
 from granite_tuner._version import __version__
 
 __all__ = ["TEST_FILE", "TRAIN_FILE", "test_path", "train_path"]
@@ -58,7 +57,5 @@ def _path(name: str) -> Path:
     # A zipped install has no file to point at: copy it out once per version.
     target = Path(tempfile.gettempdir()) / f"granite-tuner-{__version__}-{name}"  # pragma: no cover
     if not target.is_file():  # pragma: no cover
-        scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-        scratch.write_bytes(resource.read_bytes())
-        os.replace(scratch, target)
+        write_atomic(target, resource.read_bytes())
     return target  # pragma: no cover
