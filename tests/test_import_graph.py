@@ -114,3 +114,63 @@ def test_no_import_cycles() -> None:
     found = cycles(import_graph())
     listing = "\n".join(" <-> ".join(component) for component in found)
     assert not found, f"Import cycles in src/granite_tuner:\n{listing}"
+
+
+def _layer(module: str) -> str:
+    """The layer of docs/architecture.md a module belongs to."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "root"  # the package itself re-exports the public names of every layer
+    if parts[1:3] in (["backends", "local"], ["backends", "watsonx"]):
+        return ".".join(parts[1:3])
+    if parts[1] in ("cli", "server", "testing", "evaluator", "tuner", "deployment"):
+        return parts[1]
+    return "core"  # errors, runs, data, backends.base, the private helpers, ...
+
+
+#: Layer -> the layers it must never import (docs/architecture.md, "Packages and modules").
+#: Besides these, only the CLI imports the CLI, and only the fake imports the fake.
+_FORBIDDEN = {
+    "core": {"backends.local", "backends.watsonx", "tuner", "deployment", "evaluator", "server"},
+    "backends.watsonx": {"backends.local", "tuner", "deployment", "evaluator", "server"},
+    "backends.local": {"backends.watsonx", "tuner", "deployment", "evaluator", "server"},
+    "tuner": {"backends.local", "backends.watsonx", "deployment", "evaluator", "server"},
+    "deployment": {"backends.local", "backends.watsonx", "tuner", "evaluator", "server"},
+    "evaluator": {"backends.local", "backends.watsonx", "tuner", "deployment", "server"},
+}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes against the layers, as "importer -> imported"."""
+    wrong = []
+    for module, targets in graph.items():
+        here = _layer(module)
+        if here == "root":
+            continue
+        for target in targets:
+            there = _layer(target)
+            forbidden = there in _FORBIDDEN.get(here, set())
+            private = there in ("cli", "testing") and there != here
+            if forbidden or private:
+                wrong.append(f"{module} -> {target}")
+    return sorted(wrong)
+
+
+def test_the_layer_check_finds_wrong_imports() -> None:
+    graph = {
+        "granite_tuner": {"granite_tuner.backends.local"},  # the root may re-export anything
+        "granite_tuner.tuner": {"granite_tuner.backends.base", "granite_tuner.backends.local"},
+        "granite_tuner.runs": {"granite_tuner.testing._fake"},
+        "granite_tuner.cli._app": {"granite_tuner.backends.watsonx.client", "granite_tuner.tuner"},
+        "granite_tuner.backends.local._serving": {"granite_tuner.backends.watsonx._transport"},
+    }
+    assert layer_violations(graph) == [
+        "granite_tuner.backends.local._serving -> granite_tuner.backends.watsonx._transport",
+        "granite_tuner.runs -> granite_tuner.testing._fake",
+        "granite_tuner.tuner -> granite_tuner.backends.local",
+    ]
+
+
+def test_layers_import_only_downwards() -> None:
+    wrong = layer_violations(import_graph())
+    assert not wrong, "Imports against docs/architecture.md:\n" + "\n".join(wrong)
