@@ -7,6 +7,7 @@ one the in-process `Deployment` gives for the same prompt with greedy decoding.
 from __future__ import annotations
 
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -56,9 +57,16 @@ def api_client(server: RunningServer, tls: Tls) -> Any:
 
 
 @pytest.fixture
-def fresh_api_client(server: RunningServer, tls: Tls) -> Any:
-    """A client per async test: its async connections belong to that test's event loop."""
-    return make_api_client(server, tls)
+async def fresh_api_client(server: RunningServer, tls: Tls) -> AsyncIterator[Any]:
+    """A client per async test: its async connections belong to that test's event loop.
+
+    Closed before that loop ends: the SDK's async HTTP client otherwise closes itself when it
+    is garbage-collected, by scheduling `aclose()` on whatever loop runs then (a later test's),
+    where its connections' closed loop makes that later test fail.
+    """
+    client = make_api_client(server, tls)
+    yield client
+    await client.async_httpx_client.aclose()
 
 
 @pytest.fixture(scope="module")
