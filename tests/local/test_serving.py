@@ -329,8 +329,9 @@ async def test_batched_answers_equal_one_by_one_answers(
             for prompt in PROMPTS
         ]
     )
-    # Two deployments: two batches, each with every prompt of its deployment, left-padded.
-    assert sorted(generate_calls) == [len(PROMPTS), len(PROMPTS)]
+    # A tuned deployment and its base model: one batch, every row with its own soft prompt
+    # (or none) in front, left-padded.
+    assert generate_calls == [2 * len(PROMPTS)]
     assert [r.text for r in batched] == [r.text for r in one_by_one[BASE] + one_by_one[tuned]]
     assert batched == one_by_one[BASE] + one_by_one[tuned]
 
@@ -712,10 +713,13 @@ async def test_callers_leaving_a_running_batch_do_not_break_it(client: StandIn, 
 async def test_a_failing_batch_fails_exactly_its_requests(client: StandIn, tiny: Tiny) -> None:
     tuned = await _deploy(client)
 
+    # Different settings, so two batches: the base model's (6 new tokens) fails.
+    shorter = GREEDY.model_copy(update={"max_new_tokens": 5})
+
     def fails_for_base(original: Callable[..., Any]) -> Callable[..., Any]:
         def generate(*args: Any, **kwargs: Any) -> Any:
-            if kwargs["attention_mask"][:, 0].all():
-                return original(*args, **kwargs)  # the tuned batch: soft prompt in front
+            if kwargs["generation_config"].max_new_tokens == 5:
+                return original(*args, **kwargs)  # the tuned batch
             raise RuntimeError("out of memory (simulated)")
 
         return generate
@@ -726,7 +730,7 @@ async def test_a_failing_batch_fails_exactly_its_requests(client: StandIn, tiny:
         key = {"model_id": BASE} if target == "base" else {"deployment_id": tuned}
         try:
             outcomes[target, index] = await client.generate(
-                PROMPTS[index], parameters=GREEDY, **key
+                PROMPTS[index], parameters=GREEDY if target == "base" else shorter, **key
             )
         except GenerationError as exc:
             outcomes[target, index] = exc

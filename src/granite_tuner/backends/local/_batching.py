@@ -43,7 +43,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from granite_tuner._secrets import get_logger
 from granite_tuner._text import apply_verbalizer
 from granite_tuner.backends.base import DeploymentInfo
-from granite_tuner.backends.local._decode_types import Decoded, DecodeSettings
+from granite_tuner.backends.local._decode_types import Decoded, DecodeRow, DecodeSettings
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.errors import ConfigurationError, GenerationError
 from granite_tuner.generation import GenerationParameters, GenerationResult
@@ -128,8 +128,24 @@ class Request:
     on_done: Callable[[], None] | None = None
 
     @property
-    def key(self) -> tuple[str, DecodeSettings]:
-        return (self.served.info.id, self.settings)
+    def key(self) -> tuple[int, DecodeSettings]:
+        """What the requests of one batch share: the loaded base model, and decoding settings.
+
+        Not the deployment: rows with different soft prompts, and base-model rows, run on the
+        same weights, so they share a forward pass (see the module doc).
+        """
+        assert self.served.loaded is not None  # only a ready deployment takes requests
+        return (id(self.served.loaded), self.settings.batch_key)
+
+    @property
+    def row(self) -> DecodeRow:
+        """The request as one row of a batch: its own text, seed, soft prompt and cut."""
+        return DecodeRow(
+            text=self.prompt,
+            seed=self.seed,
+            soft_prompt=self.served.soft_prompt,
+            truncate_input_tokens=self.settings.truncate_input_tokens,
+        )
 
     def succeed(self, result: GenerationResult) -> None:
         if not self.done.is_set():
@@ -271,8 +287,7 @@ class Batcher:
         live = [request for request in batch if not request.abandoned]
         if not live:
             return
-        served = live[0].served
-        loaded = served.loaded
+        loaded = live[0].served.loaded  # the same for every request of the batch (`Request.key`)
         assert loaded is not None
         finished = interrupted = False  # interrupted: cancelled (the client is closing)
 
@@ -301,10 +316,8 @@ class Batcher:
             _decode_batch,
             loaded.model,
             loaded.tokenizer,
-            [request.prompt for request in live],
-            [request.seed for request in live],
-            live[0].settings,
-            soft_prompt=served.soft_prompt,
+            [request.row for request in live],
+            live[0].settings.batch_key,
             should_abort=should_abort,
             on_text=on_text if streamed else None,
             streamed_rows=streamed,
@@ -321,7 +334,7 @@ class Batcher:
             watcher.cancel_scope.cancel()
         if answers is None:
             logger.warning(
-                "Generation failed for a batch of %d on %s: %r", len(live), served.info.id, failure
+                "Generation failed for a batch of %d on %s: %r", len(live), loaded.name, failure
             )
             for request in live:
                 error = _generation_error(
@@ -351,11 +364,9 @@ class Batcher:
 def _decode_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    seeds: Sequence[int | None],
+    rows: Sequence[DecodeRow],
     settings: DecodeSettings,
     *,
-    soft_prompt: torch.Tensor | None,
     should_abort: Callable[[], bool],
     on_text: Callable[[list[tuple[int, str]]], None] | None = None,
     streamed_rows: Sequence[int] = (),
@@ -365,10 +376,8 @@ def _decode_batch(
     return decode_batch(
         model,
         tokenizer,
-        texts,
-        seeds,
+        rows,
         settings,
-        soft_prompt=soft_prompt,
         should_abort=should_abort,
         on_text=on_text,
         streamed_rows=streamed_rows,
@@ -376,8 +385,9 @@ def _decode_batch(
 
 
 def _batches(pending: Sequence[Request], max_size: int) -> list[list[Request]]:
-    """Requests grouped by (deployment, settings) in arrival order, cut to `max_size`."""
-    groups: dict[tuple[str, DecodeSettings], list[Request]] = {}
+    """Requests grouped by `Request.key` (base model, settings) in arrival order, cut to
+    `max_size`."""
+    groups: dict[tuple[int, DecodeSettings], list[Request]] = {}
     for request in pending:
         if not request.abandoned:
             groups.setdefault(request.key, []).append(request)

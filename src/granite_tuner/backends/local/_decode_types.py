@@ -6,12 +6,16 @@ Kept apart from both so that the server (`_serving`, `_batching`) and the decode
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from granite_tuner.generation import GenerationParameters
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DecodeSettings", "Decoded", "LocalStopReason"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DecodeRow", "DecodeSettings", "Decoded", "LocalStopReason"]
 
 #: What watsonx.ai generates when `max_new_tokens` is not given.
 DEFAULT_MAX_NEW_TOKENS = 20
@@ -23,7 +27,9 @@ LocalStopReason = Literal["max_tokens", "eos_token", "stop_sequence", "time_limi
 class DecodeSettings:
     """`GenerationParameters` with every default resolved; equal settings can share a batch.
 
-    `random_seed` is not part of it: every request samples from its own generator.
+    `random_seed` is not part of it: every request samples from its own generator. Nor, for
+    batching, is `truncate_input_tokens`: each row of a batch is cut on its own (`DecodeRow`),
+    so `batch_key` leaves it out.
     """
 
     sample: bool = False
@@ -60,6 +66,29 @@ class DecodeSettings:
             time_limit_ms=p.time_limit,
             truncate_input_tokens=p.truncate_input_tokens,
         )
+
+    @property
+    def batch_key(self) -> DecodeSettings:
+        """These settings less what may differ between the rows of one batch."""
+        if self.truncate_input_tokens is None:
+            return self
+        return dataclasses.replace(self, truncate_input_tokens=None)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodeRow:
+    """One prompt of a batch, with what is its own: seed, soft prompt, where to cut it.
+
+    Rows with different soft prompts (or none: the plain base model) share a batch; each gets
+    its own soft prompt in front of its own tokens.
+    """
+
+    text: str
+    seed: int | None = None
+    #: `(virtual tokens, hidden)`, put in front of the prompt's token embeddings.
+    soft_prompt: torch.Tensor | None = None
+    #: Keep only the last this many tokens (and leading special tokens), as watsonx.ai does.
+    truncate_input_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,12 @@ from transformers import (
 )
 
 from granite_tuner._text import keep_last_tokens
-from granite_tuner.backends.local._decode_types import Decoded, DecodeSettings, LocalStopReason
+from granite_tuner.backends.local._decode_types import (
+    Decoded,
+    DecodeRow,
+    DecodeSettings,
+    LocalStopReason,
+)
 from granite_tuner.backends.local._logits import PerRowSampler, PromptAwareRepetitionPenalty
 from granite_tuner.errors import ConfigurationError
 
@@ -87,18 +92,17 @@ _CACHE_NOT_REUSABLE: weakref.WeakSet[Any] = weakref.WeakSet()
 def decode_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    seeds: Sequence[int | None],
+    rows: Sequence[DecodeRow],
     settings: DecodeSettings,
     *,
-    soft_prompt: torch.Tensor | None = None,
     should_abort: Callable[[], bool] | None = None,
     on_text: TextSink | None = None,
     streamed_rows: Sequence[int] = (),
 ) -> list[Decoded]:
-    """Generate for every text in one `model.generate` call; one `Decoded` per text, in order.
+    """Generate for every row in one `model.generate` call; one `Decoded` per row, in order.
 
-    `seeds` holds each request's sampling seed (ignored for greedy decoding). `should_abort` is
+    Each row brings its own text, sampling seed (ignored for greedy decoding), soft prompt (or
+    none) and truncation; `settings.truncate_input_tokens` is not read. `should_abort` is
     polled after every decoding step; when it answers true the batch stops there and every
     answer has `stop_reason="cancelled"`.
 
@@ -112,9 +116,7 @@ def decode_batch(
         else None
     )
     with torch.inference_mode():
-        answers = _decode(
-            model, tokenizer, texts, seeds, settings, soft_prompt, should_abort, streamer
-        )
+        answers = _decode(model, tokenizer, rows, settings, should_abort, streamer)
     if streamer is not None:
         streamer.finish(answers)
     return answers
@@ -123,16 +125,12 @@ def decode_batch(
 def _decode(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    seeds: Sequence[int | None],
+    rows: Sequence[DecodeRow],
     settings: DecodeSettings,
-    soft_prompt: torch.Tensor | None,
     should_abort: Callable[[], bool] | None,
     streamer: _Streamer | None = None,
 ) -> list[Decoded]:
-    prompts = _encode(
-        tokenizer, texts, settings.truncate_input_tokens, need_one=soft_prompt is None
-    )
+    prompts = _encode(tokenizer, rows)
     if settings.max_new_tokens == 0:
         return [Decoded("", 0, len(ids), "max_tokens") for ids in prompts]
     embedding = model.get_input_embeddings()
@@ -141,48 +139,45 @@ def _decode(
     device = weight.device
     pad_id = _pad_id(tokenizer)
     size = len(prompts)
-    virtual = 0 if soft_prompt is None else int(soft_prompt.shape[0])
-    shared = _shared_length(prompts, virtual)
-    # Layout per row: [soft prompt][shared tokens][padding][the row's own tokens].
-    width = max(len(ids) for ids in prompts) - max(shared, 0)
-    text_width = max(shared, 0) + width
-    input_ids = torch.full((size, text_width), pad_id, dtype=torch.long, device=device)
-    attention_mask = torch.zeros((size, text_width), dtype=torch.long, device=device)
+    soft_prompts = [row.soft_prompt for row in rows]
+    virtual = [0 if soft is None else int(soft.shape[0]) for soft in soft_prompts]
+    groups = _groups(soft_prompts)
+    prefix, shared = _prefix_lengths(prompts, virtual, groups)
+    # Each row is its soft prompt then its tokens, cut in two: its prefix (the soft prompt, and
+    # when shared, the tokens its group starts with) and the rest. Layout per row:
+    # [padding][prefix][padding][rest], so that every prefix ends, and every row ends, in the
+    # same column. Position ids follow the attention mask, so padding shifts nothing.
+    lengths = [v + len(ids) for v, ids in zip(virtual, prompts, strict=True)]
+    width_prefix = max(prefix)
+    width = width_prefix + max(n - p for n, p in zip(lengths, prefix, strict=True))
+    pad = embedding(torch.tensor([pad_id], dtype=torch.long, device=device))[0]
+    inputs_embeds = pad.expand(size, width, -1).clone()
+    attention_mask = torch.zeros((size, width), dtype=torch.long, device=device)
     for row, ids in enumerate(prompts):
-        if shared > 0:
-            input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
-            attention_mask[row, :shared] = 1
-        own = ids[max(shared, 0) :]
-        if own:
-            input_ids[row, text_width - len(own) :] = torch.tensor(own, dtype=torch.long)
-            attention_mask[row, text_width - len(own) :] = 1
-    inputs_embeds = embedding(input_ids)
-    if soft_prompt is not None:
-        inputs_embeds = torch.cat(
-            (soft_prompt.to(inputs_embeds.dtype).unsqueeze(0).expand(size, -1, -1), inputs_embeds),
-            dim=1,
-        )
-        attention_mask = torch.cat(
-            (
-                torch.ones((size, virtual), dtype=attention_mask.dtype, device=device),
-                attention_mask,
-            ),
-            dim=1,
-        )
+        sequence = embedding(torch.tensor(ids, dtype=torch.long, device=device))
+        soft = soft_prompts[row]
+        if soft is not None:
+            sequence = torch.cat((soft.to(sequence.dtype), sequence))
+        head, tail = prefix[row], lengths[row] - prefix[row]
+        inputs_embeds[row, width_prefix - head : width_prefix] = sequence[:head]
+        attention_mask[row, width_prefix - head : width_prefix] = 1
+        inputs_embeds[row, width - tail :] = sequence[head:]
+        attention_mask[row, width - tail :] = 1
     cache_arguments: dict[str, Any] = {}
-    if shared >= 0:
-        cache_arguments = _prefilled_cache(model, inputs_embeds[:1, : virtual + shared], size)
+    if shared:
+        cache_arguments = _prefilled_cache(
+            model, inputs_embeds[:, :width_prefix], attention_mask[:, :width_prefix], groups
+        )
 
     eos_ids = _eos_ids(model, tokenizer)
     processors = LogitsProcessorList()
     if settings.repetition_penalty is not None:
+        token_ids, token_mask = _left_padded(prompts, pad_id, device)
         processors.append(
-            PromptAwareRepetitionPenalty(
-                input_ids, attention_mask[:, virtual:], settings.repetition_penalty
-            )
+            PromptAwareRepetitionPenalty(token_ids, token_mask, settings.repetition_penalty)
         )
     if settings.sample:
-        processors.append(PerRowSampler(settings, seeds, device))
+        processors.append(PerRowSampler(settings, [row.seed for row in rows], device))
     stop = _Stop(
         tokenizer,
         settings.stop_sequences,
@@ -226,66 +221,91 @@ def _decode(
     ]
 
 
-def _encode(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    truncate_to: int | None,
-    *,
-    need_one: bool,
-) -> list[list[int]]:
-    """Token ids of each text (special tokens as the tokenizer adds them, as in training).
+def _encode(tokenizer: PreTrainedTokenizerBase, rows: Sequence[DecodeRow]) -> list[list[int]]:
+    """Token ids of each row's text (special tokens as the tokenizer adds them, as in training).
 
-    `truncate_to` keeps the end of a longer prompt, and its leading special tokens (BOS), as
-    watsonx.ai's `truncate_input_tokens` does. An empty prompt without a soft prompt in front
-    gets one BOS (or EOS) token, so that it has something to attend to.
+    A row's `truncate_input_tokens` keeps the end of a longer prompt, and its leading special
+    tokens (BOS), as watsonx.ai does. An empty prompt without a soft prompt in front gets one
+    BOS (or EOS) token, so that it has something to attend to.
     """
-    encoded: list[list[int]] = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    encoded: list[list[int]] = tokenizer([row.text for row in rows], add_special_tokens=True)[
+        "input_ids"
+    ]
     special = set(tokenizer.all_special_ids)
     prompts: list[list[int]] = []
-    for ids in encoded:
-        if truncate_to is not None:
-            ids = keep_last_tokens(ids, truncate_to, special)
-        if not ids and need_one:
+    for row, ids in zip(rows, encoded, strict=True):
+        if row.truncate_input_tokens is not None:
+            ids = keep_last_tokens(ids, row.truncate_input_tokens, special)
+        if not ids and row.soft_prompt is None:
             start = tokenizer.bos_token_id
             if not isinstance(start, int):
                 start = tokenizer.eos_token_id
-            if isinstance(start, int):
-                ids = [start]
+            if not isinstance(start, int):
+                raise ConfigurationError(
+                    "An empty prompt cannot be answered by a model without BOS/EOS."
+                )
+            ids = [start]
         prompts.append(ids)
-    if need_one and any(not ids for ids in prompts):
-        raise ConfigurationError("An empty prompt cannot be answered by a model without BOS/EOS.")
     return prompts
 
 
-def _shared_length(prompts: Sequence[list[int]], virtual: int) -> int:
-    """How many leading tokens every prompt shares, when computing them once pays; else -1.
+def _groups(soft_prompts: Sequence[torch.Tensor | None]) -> list[list[int]]:
+    """The rows of each soft prompt (the plain base model's too), in order of first row."""
+    groups: dict[int | None, list[int]] = {}
+    for row, soft in enumerate(soft_prompts):
+        groups.setdefault(None if soft is None else id(soft), []).append(row)
+    return list(groups.values())
 
-    The soft prompt and the shared tokens are then run once, for one row, and their keys and
-    values copied to every row (see `_prefilled_cache`): that saves `(rows - 1) * (virtual +
-    shared)` tokens of work and costs one more, small, forward pass. Every row keeps at least
-    one token of its own, so that `generate` has something to run for it.
+
+def _prefix_lengths(
+    prompts: Sequence[list[int]], virtual: Sequence[int], groups: Sequence[list[int]]
+) -> tuple[list[int], bool]:
+    """Each row's prefix length, and whether prefixes are computed once per soft prompt.
+
+    The prefix is the row's soft prompt; when it pays, it also takes the leading tokens every
+    row of its soft prompt's group shares, and each group's prefix is then run once, for one
+    row, with its keys and values copied to the group's rows (`_prefilled_cache`). That saves
+    `(rows - 1) * prefix` tokens of work per group and costs one more, small, forward pass, so
+    it is done from `_MIN_SHARED_SAVING` tokens saved on. Rows with a soft prompt of their own
+    gain nothing from it and take no part. Every row keeps at least one position of its own
+    after its prefix, so that `generate` has something to run for it.
     """
-    if len(prompts) < 2:
-        return -1
-    first = prompts[0]
-    limit = min(len(ids) for ids in prompts) - 1
-    shared = 0
-    while shared < limit and all(ids[shared] == first[shared] for ids in prompts):
-        shared += 1
-    if (len(prompts) - 1) * (virtual + shared) < _MIN_SHARED_SAVING:
-        return -1
-    return shared
+    lengths = [v + len(ids) for v, ids in zip(virtual, prompts, strict=True)]
+    plain = [min(v, n - 1) for v, n in zip(virtual, lengths, strict=True)]
+    shared = [0] * len(prompts)
+    saving = 0
+    for group in groups:
+        if len(group) < 2:
+            continue
+        first, v = prompts[group[0]], virtual[group[0]]
+        limit = min(lengths[row] for row in group) - 1
+        length = min(v, limit)
+        while length < limit and all(
+            prompts[row][length - v] == first[length - v] for row in group
+        ):
+            length += 1
+        for row in group:
+            shared[row] = length
+        saving += (len(group) - 1) * length
+    if saving < _MIN_SHARED_SAVING:
+        return plain, False
+    return shared, True
 
 
 def _prefilled_cache(
-    model: PreTrainedModel, prefix_embeds: torch.Tensor, size: int
+    model: PreTrainedModel,
+    prefix_embeds: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    groups: Sequence[list[int]],
 ) -> dict[str, Any]:
-    """`generate`'s keyword arguments for a KV cache that already holds `prefix_embeds`.
+    """`generate`'s keyword arguments for a KV cache that already holds every row's prefix.
 
-    The prefix (one row) goes through the model once and its cache is repeated for `size` rows;
-    `generate`, given the whole sequence and this cache, then runs only what follows. Only a
-    plain full-attention `DynamicCache` is reused this way (sliding-window, recurrent or static
-    caches are not): for any other the answer is `{}`, and the batch runs in full.
+    Each group's prefix goes through the model once, for its first row (all groups' first rows
+    in one left-padded pass), and its cache is copied to every row of the group; rows with no
+    prefix get any row's cache, all masked out. `generate`, given the whole sequences and this
+    cache, then runs only what follows. Only a plain full-attention `DynamicCache` is reused
+    this way (sliding-window, recurrent or static caches are not): for any other the answer is
+    `{}`, and the batch runs in full.
     """
     from transformers import DynamicCache
 
@@ -295,7 +315,18 @@ def _prefilled_cache(
     # that name in `generate`, but with a prefilled cache its answers are then wrong).
     parameters = inspect.signature(type(model).forward).parameters
     keyword = "cache" if "cache" in parameters else "past_key_values"
-    output = model(inputs_embeds=prefix_embeds, use_cache=True)
+    firsts = [group[0] for group in groups if prefix_mask[group[0]].any()]
+    mask = prefix_mask[firsts]
+    if bool(mask.all()):  # no padding: as plain a pass as generating for one prompt
+        output = model(inputs_embeds=prefix_embeds[firsts], use_cache=True)
+    else:
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        output = model(
+            inputs_embeds=prefix_embeds[firsts],
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+        )
     cache = getattr(output, keyword, None)
     layers = getattr(cache, "layers", None)
     if type(cache) is not DynamicCache or (
@@ -303,8 +334,30 @@ def _prefilled_cache(
     ):
         _CACHE_NOT_REUSABLE.add(model)  # not worth another try for this model
         return {}
-    cache.batch_repeat_interleave(size)
+    if len(groups) == 1:
+        cache.batch_repeat_interleave(len(groups[0]))
+    else:
+        source = [0] * len(prefix_mask)
+        for group in groups:
+            if group[0] in firsts:
+                for row in group:
+                    source[row] = firsts.index(group[0])
+        cache.batch_select_indices(torch.tensor(source, device=prefix_mask.device))
     return {keyword: cache}
+
+
+def _left_padded(
+    prompts: Sequence[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts' token ids, left-padded into one matrix, and the mask of real tokens."""
+    width = max(len(ids) for ids in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+    for row, own in enumerate(prompts):
+        if own:
+            ids[row, width - len(own) :] = torch.tensor(own, dtype=torch.long)
+            mask[row, width - len(own) :] = 1
+    return ids, mask
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
