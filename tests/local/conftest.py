@@ -6,12 +6,15 @@ The tiny model itself (`tiny_model_dir`) is built by the top-level conftest, fro
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from granite_tuner.backends.local._models import LoadedModel, ModelCache
+from tests.local.serving_support import StandIn, Tiny, make_tiny, replaced
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +35,33 @@ def smollm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+# --- the local server's rig (tests/local/serving_support.py) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    return make_tiny(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture
+async def client(tiny: Tiny) -> AsyncIterator[StandIn]:
+    async with StandIn(tiny) as opened:
+        yield opened
+
+
+@pytest.fixture
+def generate_calls(tiny: Tiny) -> Iterator[list[int]]:
+    """Batch size of every `model.generate` call made while the test runs."""
+    sizes: list[int] = []
+
+    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            sizes.append(int(kwargs["inputs_embeds"].shape[0]))
+            return original(*args, **kwargs)
+
+        return generate
+
+    with replaced(tiny.loaded.model, "generate", counting):
+        yield sizes

@@ -1,284 +1,51 @@
 """The local server: deployments, micro-batching, decoding settings, failures and cancellation.
 
-Everything runs on a tiny randomly initialised Llama (hidden size 32, 2 layers) with a word-level
-tokenizer built here, and a prompt-tuning adapter saved with peft in the test; nothing is
-downloaded. The client is a small stand-in: the `ModelServer` part of `LocalClient`, given what
-it needs, with a task group of its own.
+Everything runs on the rig of `serving_support`: a tiny model, its soft prompts, and a stand-in
+for `LocalClient` (the `ModelServer` part, with a task group of its own).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, cast
+from typing import Any
 
 import anyio
 import pytest
 import torch
-from peft import PromptTuningConfig, TaskType, get_peft_model
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from granite_tuner.backends.base import ServingBackend
 from granite_tuner.backends.local._adapter import load_soft_prompt
-from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.backends.local._serving import (
     DeploymentNotFoundError,
     GenerationError,
-    ModelServer,
 )
 from granite_tuner.deployment import Deployment
 from granite_tuner.errors import (
     ConfigurationError,
     DeploymentFailedError,
     InvalidParametersError,
-    RunNotFoundError,
 )
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.runs import TuningRun
+from tests.local.serving_support import (
+    BASE,
+    GREEDY,
+    PROMPTS,
+    StandIn,
+    Tiny,
+    all_at_once,
+    deploy,
+    reference_greedy,
+    replaced,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
-
-BASE = "tiny-llama"
-WORDS = [
-    word
-    for line in (
-        "comment satisfaction the dog cat was is great bad lovely awful groomer nail trim bath",
-        "haircut price staff late clean dirty happy sad again never always my our very too a",
-        "and but : . ! 0 1",
-    )
-    for word in line.split()
-]
-PROMPTS = [
-    "comment : the groomer was lovely . satisfaction :",
-    "bad",
-    "comment : my dog came back dirty and sad and the price was too high . satisfaction :",
-    "nail trim",
-    "the staff is always late but the bath is great !",
-    "comment : never again . satisfaction :",
-]
-GREEDY = GenerationParameters(decoding_method="greedy", max_new_tokens=6)
-
-
-# --- the tiny model, tokenizer and adapter -------------------------------------------------------
-
-
-def _tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
-    for word in WORDS:
-        vocab.setdefault(word, len(vocab))
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # **kwargs, untyped
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-
-
-@dataclass(frozen=True)
-class Tiny:
-    loaded: LoadedModel
-    adapter_dir: Path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
-    torch.manual_seed(0)
-    tokenizer = _tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        # Larger than the usual 0.02, so that attention is not uniform and a soft prompt
-        # visibly changes the answers of this untrained model.
-        initializer_range=0.3,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
-    model.train(False)  # eval mode
-    model.requires_grad_(False)
-    # The adapter is made on a copy, so the served model is untouched by peft.
-    peft_model = get_peft_model(
-        copy.deepcopy(model),
-        PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4),
-    )
-    embedding = cast(torch.nn.Embedding, peft_model.prompt_encoder["default"].embedding)
-    with torch.no_grad():
-        embedding.weight.copy_(
-            torch.randn(embedding.weight.shape, generator=torch.Generator().manual_seed(1))
-        )
-    adapter_dir = tmp_path_factory.mktemp("runs") / "run-ok" / "adapter"
-    peft_model.save_pretrained(str(adapter_dir))
-    loaded = LoadedModel(
-        name=BASE,
-        model=model,
-        tokenizer=tokenizer,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        source="memory",
-    )
-    return Tiny(loaded=loaded, adapter_dir=adapter_dir)
-
-
-Wrapper = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-@contextmanager
-def replaced(target: object, name: str, wrap: Wrapper) -> Iterator[None]:
-    """`target.<name>` replaced by `wrap(original)` on the instance, restored afterwards."""
-    setattr(target, name, wrap(getattr(target, name)))
-    try:
-        yield
-    finally:
-        delattr(target, name)
-
-
-# --- a stand-in for LocalClient ------------------------------------------------------------------
-
-
-class _Models:
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.loaded = loaded
-
-    async def get(self, name: str) -> LoadedModel:
-        if name != self.loaded.name:
-            raise ConfigurationError(f"The model {name!r} is not available offline.")
-        return self.loaded
-
-
-class _Store:
-    def __init__(self, runs_root: Path) -> None:
-        self.runs_root = runs_root
-
-    def adapter_dir(self, run_id: str) -> Path:
-        return self.runs_root / run_id / "adapter"
-
-
-class StandIn(ModelServer):
-    """The `ModelServer` part given what it needs from `LocalClient`, and no more."""
-
-    def __init__(self, tiny: Tiny, *, window: float = 0.05, max_batch: int = 32) -> None:
-        self.runs = {
-            "run-ok": TuningRun(id="run-ok", state="completed", base_model=BASE),
-            "run-busy": TuningRun(id="run-busy", state="running", base_model=BASE),
-            "run-empty": TuningRun(id="run-empty", state="completed", base_model=BASE),
-        }
-        super().__init__(
-            models=_Models(tiny.loaded),
-            adapters=_Store(tiny.adapter_dir.parent.parent),
-            runs=self.get_tuning_run,
-            torch_limiter=anyio.CapacityLimiter(1),
-            max_batch_size=max_batch,
-            batch_window=window,
-        )
-
-    @property
-    def backend_name(self) -> Literal["local"]:
-        return "local"
-
-    async def get_tuning_run(self, run_id: str) -> TuningRun:
-        run = self.runs.get(run_id)
-        if run is None:
-            raise RunNotFoundError(f"There is no local tuning run {run_id!r}.")
-        return run
-
-    async def __aenter__(self) -> Self:
-        self._group = anyio.create_task_group()
-        await self._group.__aenter__()
-        self.open(self._group)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        self.close()
-        self._group.cancel_scope.cancel()
-        return await self._group.__aexit__(exc_type, exc, tb)
-
-
-@pytest.fixture
-async def client(tiny: Tiny) -> AsyncIterator[StandIn]:
-    async with StandIn(tiny) as opened:
-        yield opened
-
-
-@pytest.fixture
-def generate_calls(tiny: Tiny) -> Iterator[list[int]]:
-    """Batch size of every `model.generate` call made while the test runs."""
-    sizes: list[int] = []
-
-    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
-        def generate(*args: Any, **kwargs: Any) -> Any:
-            sizes.append(int(kwargs["inputs_embeds"].shape[0]))
-            return original(*args, **kwargs)
-
-        return generate
-
-    with replaced(tiny.loaded.model, "generate", counting):
-        yield sizes
-
-
-async def _deploy(client: StandIn, run_id: str = "run-ok") -> str:
-    info = await client.deploy(run_id, name="test", serving_name=None)
-    assert info.is_ready, info.failure_message
-    return info.id
-
-
-async def _all_at_once(
-    calls: list[Callable[[], Any]],
-) -> list[Any]:
-    results: list[Any] = [None] * len(calls)
-
-    async def one(index: int) -> None:
-        results[index] = await calls[index]()
-
-    async with anyio.create_task_group() as group:
-        for index in range(len(calls)):
-            group.start_soon(one, index)
-    return results
-
-
-def _reference_greedy(
-    tiny: Tiny, prompt: str, max_new_tokens: int, soft_prompt: torch.Tensor | None
-) -> list[int]:
-    """Greedy decoding by full forward passes over the unpadded sequence (no cache, no batch)."""
-    model, tokenizer = tiny.loaded.model, tiny.loaded.tokenizer
-    ids: list[int] = tokenizer(prompt)["input_ids"]
-    new: list[int] = []
-    embed = model.get_input_embeddings()
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            embeds = embed(torch.tensor([ids + new]))
-            if soft_prompt is not None:
-                embeds = torch.cat((soft_prompt.unsqueeze(0), embeds), dim=1)
-            token = int(model(inputs_embeds=embeds).logits[0, -1].argmax())
-            new.append(token)
-            if token == tokenizer.eos_token_id:
-                break
-    return new
-
-
-def _text(tiny: Tiny, ids: list[int]) -> str:
-    text = tiny.loaded.tokenizer.decode(ids, skip_special_tokens=True)
-    assert isinstance(text, str)
-    return text
 
 
 # --- the seam ------------------------------------------------------------------------------------
@@ -312,7 +79,7 @@ async def test_parameters_are_checked_before_queueing(client: StandIn) -> None:
 async def test_batched_answers_equal_one_by_one_answers(
     client: StandIn, tiny: Tiny, generate_calls: list[int]
 ) -> None:
-    tuned = await _deploy(client)
+    tuned = await deploy(client)
     one_by_one = {
         target: [
             await client.generate(prompt, parameters=GREEDY, **{key: target}) for prompt in PROMPTS
@@ -322,7 +89,7 @@ async def test_batched_answers_equal_one_by_one_answers(
     assert generate_calls == [1] * (2 * len(PROMPTS))
     generate_calls.clear()
 
-    batched = await _all_at_once(
+    batched = await all_at_once(
         [
             functools.partial(client.generate, prompt, parameters=GREEDY, **{key: target})
             for key, target in (("model_id", BASE), ("deployment_id", tuned))
@@ -339,22 +106,22 @@ async def test_batched_answers_equal_one_by_one_answers(
 async def test_answers_equal_a_full_recomputation_with_the_soft_prompt(
     client: StandIn, tiny: Tiny
 ) -> None:
-    tuned = await _deploy(client)
+    tuned = await deploy(client)
     soft_prompt = load_soft_prompt(tiny.adapter_dir, tiny.loaded.model)
-    answers = await _all_at_once(
+    answers = await all_at_once(
         [
             functools.partial(client.generate, prompt, deployment_id=tuned, parameters=GREEDY)
             for prompt in PROMPTS
         ]
     )
     for prompt, answer in zip(PROMPTS, answers, strict=True):
-        expected = _reference_greedy(tiny, prompt, 6, soft_prompt)
-        assert answer.text == _text(tiny, expected)
+        expected = reference_greedy(tiny, prompt, 6, soft_prompt)
+        assert answer.text == text_of(tiny, expected)
         assert answer.generated_token_count == len(expected)
 
 
 async def test_a_shared_start_is_computed_once_for_the_batch(client: StandIn, tiny: Tiny) -> None:
-    tuned = await _deploy(client)
+    tuned = await deploy(client)
     soft_prompt = load_soft_prompt(tiny.adapter_dir, tiny.loaded.model)
     start = "comment : my dog was at the groomer and"
     endings = ["it was great", "bad", "the price was too high . satisfaction :", "never again"]
@@ -370,7 +137,7 @@ async def test_a_shared_start_is_computed_once_for_the_batch(client: StandIn, ti
     # A hook, not a wrapper: `generate` reads the signature of `forward`.
     hook = tiny.loaded.model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        batched = await _all_at_once(
+        batched = await all_at_once(
             [
                 functools.partial(client.generate, p, deployment_id=tuned, parameters=GREEDY)
                 for p in prompts
@@ -384,7 +151,7 @@ async def test_a_shared_start_is_computed_once_for_the_batch(client: StandIn, ti
     assert shapes[1] == (len(prompts), max(len(e.split()) for e in endings))
     assert batched == one_by_one
     for prompt, answer in zip(prompts, batched, strict=True):
-        assert answer.text == _text(tiny, _reference_greedy(tiny, prompt, 6, soft_prompt))
+        assert answer.text == text_of(tiny, reference_greedy(tiny, prompt, 6, soft_prompt))
 
 
 async def test_concurrent_callers_share_forward_passes(
@@ -392,7 +159,7 @@ async def test_concurrent_callers_share_forward_passes(
 ) -> None:
     async with StandIn(tiny, max_batch=5) as client:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(12)]
-        await _all_at_once(
+        await all_at_once(
             [
                 functools.partial(client.generate, prompt, model_id=BASE, parameters=GREEDY)
                 for prompt in prompts
@@ -407,7 +174,7 @@ async def test_different_settings_are_not_batched_together(
     client: StandIn, generate_calls: list[int]
 ) -> None:
     short = GenerationParameters(max_new_tokens=2)
-    await _all_at_once(
+    await all_at_once(
         [
             functools.partial(client.generate, prompt, model_id=BASE, parameters=parameters)
             for prompt in PROMPTS[:3]
@@ -421,7 +188,7 @@ async def test_different_settings_are_not_batched_together(
 
 
 async def test_base_and_tuned_deployments_answer_differently(client: StandIn) -> None:
-    tuned = await _deploy(client)
+    tuned = await deploy(client)
     base = [await client.generate(p, model_id=BASE, parameters=GREEDY) for p in PROMPTS]
     tuned_answers = [
         await client.generate(p, deployment_id=tuned, parameters=GREEDY) for p in PROMPTS
@@ -458,10 +225,10 @@ async def test_eos_ends_an_answer(client: StandIn, tiny: Tiny) -> None:
     ended = [(p, a) for p, a in zip(PROMPTS, answers, strict=True) if a.stop_reason == "eos_token"]
     assert ended, [a.stop_reason for a in answers]
     for prompt, answer in ended:
-        expected = _reference_greedy(tiny, prompt, 20, None)
+        expected = reference_greedy(tiny, prompt, 20, None)
         assert expected[-1] == tiny.loaded.tokenizer.eos_token_id
         assert answer.generated_token_count == len(expected)  # EOS counted, not shown
-        assert answer.text == _text(tiny, expected)
+        assert answer.text == text_of(tiny, expected)
 
 
 async def test_stop_sequences_cut_the_answer(client: StandIn) -> None:
@@ -495,7 +262,7 @@ async def test_stop_sequences_in_a_batch_stop_each_row(client: StandIn) -> None:
     full = [await client.generate(p, model_id=BASE, parameters=exact) for p in PROMPTS]
     stop = full[0].text.split()[1]
     parameters = {"max_new_tokens": 8, "min_new_tokens": 8, "stop_sequences": [stop]}
-    batched = await _all_at_once(
+    batched = await all_at_once(
         [
             functools.partial(client.generate, p, model_id=BASE, parameters=parameters)
             for p in PROMPTS
@@ -511,14 +278,14 @@ async def test_stop_sequences_in_a_batch_stop_each_row(client: StandIn) -> None:
 
 
 async def test_seeded_sampling_repeats_alone_and_in_a_batch(client: StandIn) -> None:
-    tuned = await _deploy(client)
+    tuned = await deploy(client)
     sample = {"decoding_method": "sample", "max_new_tokens": 8, "min_new_tokens": 8}
     seeded = {**sample, "random_seed": 7, "temperature": 1.5}
     alone = await client.generate(PROMPTS[0], deployment_id=tuned, parameters=seeded)
     again = await client.generate(PROMPTS[0], deployment_id=tuned, parameters=seeded)
     assert alone.text == again.text
     assert alone.seed == 7
-    batched = await _all_at_once(
+    batched = await all_at_once(
         [
             functools.partial(client.generate, PROMPTS[0], deployment_id=tuned, parameters=seeded),
             *[
@@ -582,7 +349,7 @@ async def test_repetition_penalty_counts_the_prompt_like_transformers(
                 repetition_penalty=2.0,
                 pad_token_id=0,
             )
-        assert answer.text == _text(tiny, expected[0, input_ids.shape[1] :].tolist())
+        assert answer.text == text_of(tiny, expected[0, input_ids.shape[1] :].tolist())
 
 
 async def test_truncate_input_tokens_keeps_the_end(client: StandIn) -> None:
@@ -607,8 +374,8 @@ async def test_a_tuned_deployment_reads_prompts_cut_as_in_training(
     client.runs["run-short"] = TuningRun(
         id="run-short", state="completed", base_model=BASE, parameters={"max_input_tokens": 4}
     )
-    short = await _deploy(client, "run-short")
-    full = await _deploy(client, "run-ok")
+    short = await deploy(client, "run-short")
+    full = await deploy(client, "run-ok")
     tail = " ".join(PROMPTS[2].split()[-4:])
 
     answer = await client.generate(PROMPTS[2], deployment_id=short, parameters=GREEDY)
@@ -711,7 +478,7 @@ async def test_callers_leaving_a_running_batch_do_not_break_it(client: StandIn, 
 
 
 async def test_a_failing_batch_fails_exactly_its_requests(client: StandIn, tiny: Tiny) -> None:
-    tuned = await _deploy(client)
+    tuned = await deploy(client)
 
     # Different settings, so two batches: the base model's (6 new tokens) fails.
     shorter = GREEDY.model_copy(update={"max_new_tokens": 5})
@@ -859,7 +626,7 @@ async def test_deploying_what_cannot_serve_gives_a_failed_deployment(
 
 async def test_the_deployment_verb_serves_through_the_batcher(client: StandIn) -> None:
     async with await Deployment.create(client, "run-ok", delete_on_exit=True) as deployment:
-        answers = await _all_at_once(
+        answers = await all_at_once(
             [functools.partial(deployment.generate, p, GREEDY) for p in PROMPTS]
         )
         assert all(isinstance(a, GenerationResult) for a in answers)
@@ -886,7 +653,7 @@ async def test_local_client_serves_through_its_model_server(tiny: Tiny, tmp_path
         expected = [await stand_in.generate(p, model_id=BASE, parameters=GREEDY) for p in PROMPTS]
     async with LocalClient(str(folder), home=tmp_path / "home", device="cpu") as client:
         assert isinstance(client, ServingBackend)
-        answers = await _all_at_once(
+        answers = await all_at_once(
             [
                 functools.partial(client.generate, p, model_id=str(folder), parameters=GREEDY)
                 for p in PROMPTS
@@ -933,10 +700,10 @@ async def test_a_locally_tuned_run_serves_what_it_learned(tiny_model_dir: Path, 
         assert run.state == "completed", run.failure_message
         assert run.model_id is not None
         async with await Deployment.create(client, run.model_id, delete_on_exit=True) as tuned:
-            tuned_answers = await _all_at_once(
+            tuned_answers = await all_at_once(
                 [functools.partial(tuned.generate, p, answer) for p in prompts]
             )
-        base_answers = await _all_at_once(
+        base_answers = await all_at_once(
             [
                 functools.partial(client.generate, p, model_id=model, parameters=answer)
                 for p in prompts
