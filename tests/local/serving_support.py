@@ -242,7 +242,7 @@ def reference_greedy(
     embed = model.get_input_embeddings()
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            embeds = embed(torch.tensor([ids + new]))
+            embeds = embed(torch.tensor([ids + new], dtype=torch.long))
             if soft_prompt is not None:
                 embeds = torch.cat((soft_prompt.unsqueeze(0), embeds), dim=1)
             token = int(model(inputs_embeds=embeds).logits[0, -1].argmax())

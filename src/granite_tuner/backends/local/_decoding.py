@@ -262,7 +262,8 @@ def _prefix_lengths(
 ) -> tuple[list[int], bool]:
     """Each row's prefix length, and whether prefixes are computed once per soft prompt.
 
-    The prefix is the row's soft prompt; when it pays, it also takes the leading tokens every
+    The prefix is the row's soft prompt (see `plain` below); when it pays, it also takes the
+    leading tokens every
     row of its soft prompt's group shares, and each group's prefix is then run once, for one
     row, with its keys and values copied to the group's rows (`_prefilled_cache`). That saves
     `(rows - 1) * prefix` tokens of work per group and costs one more, small, forward pass, so
@@ -271,7 +272,11 @@ def _prefix_lengths(
     after its prefix, so that `generate` has something to run for it.
     """
     lengths = [v + len(ids) for v, ids in zip(virtual, prompts, strict=True)]
-    plain = [min(v, n - 1) for v, n in zip(virtual, lengths, strict=True)]
+    # Without a shared prefix, one soft prompt stays at the front ([soft prompt][padding]
+    # [tokens]); rows of several go as they come ([padding][soft prompt][tokens]): fewer
+    # columns, and any order of the two gives every row the same positions and answer.
+    one = len(groups) == 1
+    plain = [min(v, n - 1) if one else 0 for v, n in zip(virtual, lengths, strict=True)]
     shared = [0] * len(prompts)
     saving = 0
     for group in groups:
