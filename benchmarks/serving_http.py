@@ -9,9 +9,10 @@ For concurrency 1, 4 and 16 it measures, on the same tuned soft prompt and the s
   throughput and `.../text/generation_stream` for the time to the first `data:` event.
 
 The overhead ratio is HTTP requests/s over in-process requests/s (1.0 = no overhead). Then, at
-concurrency 16 over HTTP, requests spread over 4 tuned soft prompts vs all on one: batches are
-per soft prompt, so mixing 4 makes smaller batches. Each figure is measured `--repeats` times,
-the two sides alternating, and printed as median [min-max].
+concurrency 16 over HTTP, requests spread over 4 tuned soft prompts vs all on one: rows of
+different soft prompts of one base model share a batch, so mixing should cost little; the mean
+batch size of each side (from the server's `serving_stats`) shows whether they did. Each figure
+is measured `--repeats` times, the two sides alternating, and printed as median [min-max].
 
 The tuned runs are made first (4 quick runs of one epoch on a few examples, in a scratch home),
 so the script needs nothing but the bundled model. Nothing is downloaded.
@@ -35,6 +36,7 @@ from pydantic import SecretStr
 
 from granite_tuner.backends.local import LocalClient
 from granite_tuner.backends.local._models import DEFAULT_MODEL
+from granite_tuner.backends.local._serving import ServingStats
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.datasets import test_path, train_path
 from granite_tuner.deployment import Deployment
@@ -89,6 +91,11 @@ async def _pool(
         for _ in range(concurrency):
             group.start_soon(worker)
     return values
+
+
+def _mean_batch(before: ServingStats, after: ServingStats) -> float:
+    """Prompts per batch between two readings of a client's serving stats."""
+    return (after.prompts - before.prompts) / max(1, after.batches - before.batches)
 
 
 def _stats(values: Sequence[float]) -> str:
@@ -183,11 +190,17 @@ async def main(args: argparse.Namespace) -> None:
                             f"local ttft ms c={concurrency}", 1000 * statistics.median(ttft_local)
                         )
                         record(f"http ttft ms c={concurrency}", 1000 * statistics.median(ttft_http))
+                    served = registry.client
+                    before = served.serving_stats()
                     one = await rate(http_one, 16)
+                    middle = served.serving_stats()
                     mixed = await rate(lambda index: http_one(index, RUNS[index % len(RUNS)]), 16)
+                    after = served.serving_stats()
                     record("http rps c=16, 1 soft prompt", one)
                     record("http rps c=16, 4 soft prompts mixed", mixed)
                     record("mixed / one", mixed / one)
+                    record("mean batch, 1 soft prompt", _mean_batch(before, middle))
+                    record("mean batch, 4 soft prompts mixed", _mean_batch(middle, after))
     print(f"\nmodel {args.model}, {args.requests} requests, max_new_tokens {args.max_new_tokens}")
     print("figure                                   median [min-max]")
     for name, values in results.items():
