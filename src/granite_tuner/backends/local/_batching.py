@@ -10,10 +10,17 @@ Why it works this way:
   therefore not run one by one: each call puts a request on a queue and waits for its own
   answer; one long-lived batcher task (in the client's task group, so nothing outlives the
   client) takes the first request, waits a few milliseconds (`batch_window`) for more, and runs
-  the requests that share a deployment and decoding settings as one left-padded batch: one
+  the requests that share a base model and decoding settings as one left-padded batch: one
   `model.generate` call in a worker thread, under the client's torch limiter (training shares
   it, so torch runs one job at a time). An evaluation at concurrency N therefore runs about N
   prompts per forward pass.
+- **Deployments of one base model share a batch.** A soft prompt is only a few vectors in front
+  of a row's tokens, so rows of different tuned deployments, and of the plain base model, run
+  on the same weights: each row brings its own soft prompt (or none), seed and truncation (the
+  deployment's `max_input_tokens`), and `_decoding` lays the rows out so that each gets exactly
+  the answer it gets alone. Batching by deployment instead made 4 batches of ~4 out of 16
+  concurrent requests spread over 4 deployments: 0.81 of the one-deployment throughput over
+  HTTP (`benchmarks/serving_http.py`; see docs/benchmarks.md for the figures with mixing).
 - **Each caller gets exactly its own outcome.** A caller that is cancelled while waiting leaves the
   batch alone: its request is skipped if the batch has not started and its answer dropped if it
   has; when every caller of a running batch has gone, the batch stops at its next decoding step.

@@ -21,20 +21,24 @@ Why the soft prompt is applied by hand instead of through `peft.PeftModel`:
   number of tuned deployments (and training runs) at the same time; each tuned deployment only
   adds its small prompt tensor, and the base model is never touched.
 - **Speed.** It is the same forward pass PEFT would make, without a wrapper per request, and it
-  lets requests of one deployment share one batch.
+  lets requests of different deployments share one batch: each row (`DecodeRow`) brings its
+  own soft prompt, of any length, or none.
 
-Layout and positions: the soft prompt comes first, then the padding, then the prompt. Position
-ids are derived from the attention mask (as `generate` does), so padding shifts nothing and a
-prompt gets the same positions alone or in a batch; this is also the layout the local trainer
-uses, so the model sees at inference what it saw in training.
+Layout and positions: each row is its soft prompt followed by its tokens, left-padded. With one
+soft prompt in the batch it stays at the front, `[soft prompt][padding][tokens]`, the layout the
+local trainer uses; rows of several go `[padding][soft prompt][tokens]`. Position ids are
+derived from the attention mask (as `generate` does), so padding shifts nothing and a row gets
+the same positions, and the same answer, alone or in any batch.
 
-Work shared by a batch is done once: when the rows of a batch start with the same tokens (the soft
-prompt, always, and often an instruction every test prompt begins with), that start is run once,
-for one row, and its keys and values are copied to every row through a prefilled KV cache; the
-one `generate` call then runs only what differs. On a CPU, where a batch's cost is mostly the
-prompt tokens it reads, this is worth 10-20 % for the shipped test prompts, and more for tuned
-deployments (20 virtual tokens by default). The layout becomes `[soft prompt][shared tokens]
-[padding][own tokens]`, with the same positions as before.
+Work shared by rows is done once: when rows of one soft prompt start with the same tokens (the
+soft prompt, always, and often an instruction every test prompt begins with), that start is run
+once, for one row per soft prompt (one left-padded pass for all soft prompts), and its keys and
+values are copied to the rows through a prefilled KV cache; the one `generate` call then runs
+only what differs. On a CPU, where a batch's cost is mostly the prompt tokens it reads, this is
+worth 10-20 % for the shipped test prompts, and more for tuned deployments (20 virtual tokens by
+default). A row's layout becomes `[padding][soft prompt][shared tokens][padding][own tokens]`,
+with the same positions as before; rows that share nothing (the plain base model's, or a soft
+prompt's only row) have all of their sequence in the second part.
 
 Decoding settings follow watsonx.ai's meanings (`GenerationParameters`). Sampling draws from one
 `torch.Generator` per request, seeded from its `random_seed`, so a seeded request gives the same

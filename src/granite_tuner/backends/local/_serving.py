@@ -12,10 +12,11 @@ async with LocalClient() as client:
 Why it works this way:
 
 - **One server, micro-batched**: every `generate` becomes a request for the server's `Batcher`
-  (`_batching`), which runs concurrent requests that share a deployment and decoding settings
-  as one forward pass per decoding step.
+  (`_batching`), which runs concurrent requests that share a base model and decoding settings
+  as one forward pass per decoding step, whichever deployments they are for.
 - **Base models go through the same server**: the first `generate(model_id=...)` for a base model
-  creates an internal "deployment" of the plain model (no soft prompt), which batches the same way.
+  creates an internal "deployment" of the plain model (no soft prompt), whose requests share
+  batches with the tuned deployments on that model.
 - **Deployments are cheap.** A tuned deployment holds only its soft prompt (tens of kB); the base
   model it runs on is loaded once per client (`client.models`) and shared with base-model
   generation, with other deployments and with training. How the soft prompt is applied, and why
