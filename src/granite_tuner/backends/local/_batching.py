@@ -19,8 +19,10 @@ Why it works this way:
   on the same weights: each row brings its own soft prompt (or none), seed and truncation (the
   deployment's `max_input_tokens`), and `_decoding` lays the rows out so that each gets exactly
   the answer it gets alone. Batching by deployment instead made 4 batches of ~4 out of 16
-  concurrent requests spread over 4 deployments: 0.81 of the one-deployment throughput over
-  HTTP (`benchmarks/serving_http.py`; see docs/benchmarks.md for the figures with mixing).
+  concurrent requests spread over 4 deployments: 0.81 [0.68-0.83] of the one-deployment
+  throughput over HTTP (`benchmarks/serving_http.py`); mixed in one batch, 0.97 [0.74-1.03],
+  with the same mean batch size as one deployment (docs/benchmarks.md, "Four soft prompts in
+  one batch").
 - **Each caller gets exactly its own outcome.** A caller that is cancelled while waiting leaves the
   batch alone: its request is skipped if the batch has not started and its answer dropped if it
   has; when every caller of a running batch has gone, the batch stops at its next decoding step.
