@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from granite_tuner._files import write_atomic
 from granite_tuner._secrets import get_logger
-from granite_tuner.backends.local._checkpoints import remove_scratch
+from granite_tuner.backends.local import _checkpoints
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.errors import ConfigurationError, GraniteTunerError, RunNotFoundError
 from granite_tuner.runs import (
@@ -366,19 +366,20 @@ class RunStore:
     def _as_reported(self, record: RunRecord) -> RunRecord:
         if record.is_active and not record.owner.is_alive():
             if record.owner.host == host_id():  # surely dead, not alive on another host
-                self._remove_scratch(record.id)
+                self.remove_scratch(record.id)
             return record.as_interrupted()
         return record
 
-    def _remove_scratch(self, run_id: str) -> None:
-        """Remove what a killed writer left half-made in the run's folder (temporary names)."""
+    def remove_scratch(self, run_id: str) -> None:
+        """Remove what a killed writer left half-made in the run's folder (temporary names);
+        call it only when no process writes the run (its owner is dead, or we hold its lock)."""
         with contextlib.suppress(OSError):
             for leftover in self.run_dir(run_id).glob(".*"):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
                     leftover.unlink(missing_ok=True)
-        remove_scratch(self.run_dir(run_id))
+        _checkpoints.remove_scratch(self.run_dir(run_id))
 
     # --- training data -----------------------------------------------------------------------
 

@@ -339,10 +339,13 @@ class TrainingRunner:
         or no checkpoint is whole.
         """
         task_group = self._open_task_group()
-        if run_id in self._active_runs:
-            raise RunInUseError(
-                f"Tuning run {run_id} is training in this client already.", run_id=run_id
-            )
+        active = self._active_runs.get(run_id)
+        if active is not None:
+            if active.record.is_active:
+                raise RunInUseError(
+                    f"Tuning run {run_id} is training in this client already.", run_id=run_id
+                )
+            await active.done.wait()  # it has ended, and is being written down: let it finish
         lock = RunLock(self.store.run_dir(run_id), run_id)
         if not await anyio.to_thread.run_sync(self.store.run_dir(run_id).is_dir):
             raise RunNotFoundError(f"There is no local tuning run {run_id!r}.", run_id=run_id)
@@ -368,6 +371,7 @@ class TrainingRunner:
         )
         with anyio.CancelScope(shield=True):
             try:
+                await anyio.to_thread.run_sync(self.store.remove_scratch, run_id)  # torn writes
                 await anyio.to_thread.run_sync(self.store.clear_cancel, run_id)
                 await anyio.to_thread.run_sync(self.store.save, record)
             except BaseException:
