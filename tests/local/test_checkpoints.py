@@ -8,6 +8,7 @@ a checkpoint write, two processes) are in tests/reliability/test_checkpoint_resu
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -17,6 +18,7 @@ import torch
 from granite_tuner import (
     ConfigurationError,
     Deployment,
+    EpochCompleted,
     InvalidParametersError,
     NoCheckpointError,
     ResumeMismatchError,
@@ -69,24 +71,28 @@ async def completed(local: LocalClient, model: Path, **parameters: object) -> Tu
     ).run()
 
 
-async def stopped(local: LocalClient, model: Path, *, checkpoints: int = 2) -> str:
-    """A run canceled once it has `checkpoints` checkpoints (of 10 epochs): resumable."""
+async def stopped(
+    local: LocalClient, model: Path, *, epochs: int = 2, num_epochs: int = 10
+) -> str:
+    """A run of `num_epochs` canceled after `epochs` of them (each with its checkpoint)."""
     tuner = Tuner(
         local,
         base_model=str(model),
         training_data=DATA,
-        parameters={**PARAMETERS, "num_epochs": 10},
+        parameters={**PARAMETERS, "num_epochs": num_epochs},
         poll_interval=FAST_POLL,
     )
-    run_id = await tuner.submit()
     with anyio.fail_after(120):
-        # Polled: progress lives in the training thread; this reads the client's live record.
-        while len((await local.get_tuning_run(run_id)).checkpoints) < checkpoints:
-            await anyio.sleep(0.01)
-    await local.cancel_tuning_run(run_id)
-    run = await local.get_tuning_run(run_id)
+        async with aclosing(tuner.events()) as events:
+            async for event in events:
+                # Reported once a later epoch has begun: its end-of-epoch checkpoint is whole.
+                if isinstance(event, EpochCompleted) and event.epoch + 1 == epochs:
+                    break
+    assert tuner.run_id is not None
+    await local.cancel_tuning_run(tuner.run_id)
+    run = await local.get_tuning_run(tuner.run_id)
     assert run.state == "canceled"
-    return run_id
+    return tuner.run_id
 
 
 # --- what is kept --------------------------------------------------------------------------------
@@ -187,8 +193,9 @@ async def test_resuming_with_other_parameters_or_base_model_is_refused_and_chang
         before = snapshot(folder)
         with pytest.raises(ResumeMismatchError, match=r"learning_rate=0\.2 \(run: 0\.1\)"):
             await Tuner.resume(
-                local, run_id=run_id, parameters={**PARAMETERS, "num_epochs": 10,
-                                                  "learning_rate": 0.2}  # fmt: skip
+                local,
+                run_id=run_id,
+                parameters={**PARAMETERS, "num_epochs": 10, "learning_rate": 0.2},
             ).run()
         with pytest.raises(ResumeMismatchError, match="not 'another-model'"):
             await local.resume_tuning(run_id, base_model="another-model")
@@ -211,7 +218,7 @@ async def test_a_checkpoint_that_fails_its_checksum_is_skipped_with_a_warning_na
     tiny_model_dir: Path, tmp_path: Path, anyio_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with client(tiny_model_dir, tmp_path) as local:
-        run_id = await stopped(local, tiny_model_dir, checkpoints=2)
+        run_id = await stopped(local, tiny_model_dir, epochs=2)
         kept = await local.list_checkpoints(run_id)
         folder = RunStore(tmp_path).run_dir(run_id) / "checkpoints"
         damaged = folder / f"step-{kept[-1].step:08d}" / "state.pt"
@@ -232,7 +239,7 @@ async def test_a_run_without_a_whole_checkpoint_cannot_be_resumed(
     tiny_model_dir: Path, tmp_path: Path, anyio_backend: str
 ) -> None:
     async with client(tiny_model_dir, tmp_path) as local:
-        run_id = await stopped(local, tiny_model_dir, checkpoints=1)
+        run_id = await stopped(local, tiny_model_dir, epochs=1)
         folder = RunStore(tmp_path).run_dir(run_id)
         for state in folder.glob("checkpoints/*/state.pt"):
             state.write_bytes(b"torn")

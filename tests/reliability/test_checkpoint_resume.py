@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
 import anyio
 import pytest
 import torch

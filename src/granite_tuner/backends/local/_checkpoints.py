@@ -235,7 +235,7 @@ def checkpoint_soft_prompt(run_dir: Path, step: int, model: PreTrainedModel) -> 
     if not found:
         kept = ", ".join(str(c.manifest.step) for c in list_checkpoints(run_dir)) or "none"
         raise ConfigurationError(
-            f"Tuning run {run_dir.name} has no checkpoint at step {step} (kept: {kept})."
+            f"Tuning run {run_dir.name} has no checkpoint at step {step} (kept: {kept})"
         )
     prompt = load_state(found[0])["trainer"]["soft_prompt"]
     weight = model.get_input_embeddings().weight
