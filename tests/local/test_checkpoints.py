@@ -71,9 +71,7 @@ async def completed(local: LocalClient, model: Path, **parameters: object) -> Tu
     ).run()
 
 
-async def stopped(
-    local: LocalClient, model: Path, *, epochs: int = 2, num_epochs: int = 10
-) -> str:
+async def stopped(local: LocalClient, model: Path, *, epochs: int = 2, num_epochs: int = 10) -> str:
     """A run of `num_epochs` canceled after `epochs` of them (each with its checkpoint)."""
     tuner = Tuner(
         local,
