@@ -18,7 +18,9 @@ What "reliably" means here:
   (then even a cancellation that comes while the create call is in flight: the create is
   finished first, so that the run it started is known and canceled);
 - a restarted program re-attaches with `Tuner.attach(client, run_id=...)` (or `name=`), or
-  by passing `resume=True` with the same `name`.
+  by passing `resume=True` with the same `name`;
+- a local run whose own process died goes on from its last checkpoint with
+  `Tuner.resume(client, run_id=...)`, to the result one uninterrupted run gives.
 
 Progress comes as typed events (`granite_tuner.events`): to an `on_event` callback, or by
 iterating `tuner.events()`, which drives the run itself.
