@@ -86,7 +86,9 @@ def main() -> None:
     print(f"checkpoint size on disk: {size / 1024:.1f} KiB (state.pt + manifest.json)")
     print(f"optimizer step:          {summary(steps)}")
     print(f"checkpoint write:        {summary(writes)}")
-    print(f"ratio write / step (medians): {statistics.median(writes) / statistics.median(steps):.3f}")
+    print(
+        f"ratio write / step (medians): {statistics.median(writes) / statistics.median(steps):.3f}"
+    )
 
 
 if __name__ == "__main__":
