@@ -20,6 +20,7 @@ from granite_tuner import (
     LabelledSet,
     PromptTuningParameters,
     RetryPolicy,
+    RunFinishedError,
     RunNotFoundError,
     Tuner,
     TuningRun,
@@ -98,6 +99,7 @@ async def test_both_seams_are_implemented_and_the_default_model_can_be_tuned(
         tunable = [m.model_id for m in await client.tunable_models()]
         assert client.default_base_model in tunable
         assert isinstance(client.supports_validation, bool)
+        assert isinstance(client.supports_checkpoints, bool)
 
 
 async def test_a_run_is_found_by_id_listing_tag_and_name_then_canceled_and_deleted(
@@ -138,6 +140,17 @@ async def test_a_completed_run_is_deployed_listed_read_and_deleted(backend: Open
         done = await _finished(client, run.id)
         assert done.state == "completed"
         assert done.model_id is not None
+        if client.supports_checkpoints:
+            kept = await client.list_checkpoints(run.id)
+            assert kept
+            assert kept[-1].model_id.startswith(run.id)
+            with pytest.raises(RunFinishedError):
+                await client.resume_tuning(run.id)
+        else:
+            with pytest.raises(UnsupportedFeatureError, match="keeps no checkpoints"):
+                await client.list_checkpoints(run.id)
+            with pytest.raises(UnsupportedFeatureError, match="keeps no checkpoints"):
+                await client.resume_tuning(run.id)
 
         tag = new_request_tag()
         info = await client.deploy(

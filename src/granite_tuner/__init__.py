@@ -31,9 +31,14 @@ from granite_tuner.errors import (
     GraniteTunerError,
     InvalidDataError,
     InvalidParametersError,
+    NoCheckpointError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ResumeError,
+    ResumeMismatchError,
+    RunFinishedError,
+    RunInUseError,
     RunNotFoundError,
     ServerError,
     ServiceErrorDetail,
@@ -57,7 +62,7 @@ from granite_tuner.limits import RateLimiter
 from granite_tuner.metrics import TokenLabelParser, mcnemar_exact
 from granite_tuner.parameters import TASK_IDS, PromptTuningParameters, TaskId
 from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
-from granite_tuner.runs import MetricPoint, TuningResult, TuningRun
+from granite_tuner.runs import CheckpointInfo, MetricPoint, TuningResult, TuningRun
 from granite_tuner.tuner import Tuner
 
 __all__ = [
@@ -68,6 +73,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CheckpointInfo",
     "ComparisonReport",
     "ConfigurationError",
     "ConflictError",
@@ -89,14 +95,19 @@ __all__ = [
     "ItemResult",
     "LabelledSet",
     "MetricPoint",
+    "NoCheckpointError",
     "NotFoundError",
     "PermissionDeniedError",
     "PromptTuningParameters",
     "RateLimitError",
     "RateLimiter",
     "ResultStream",
+    "ResumeError",
+    "ResumeMismatchError",
     "RetryPolicy",
     "RunFinished",
+    "RunFinishedError",
+    "RunInUseError",
     "RunNotFoundError",
     "RunSubmitted",
     "ServerError",

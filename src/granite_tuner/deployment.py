@@ -49,6 +49,7 @@ from granite_tuner.errors import (
     ConfigurationError,
     DeploymentFailedError,
     DeploymentTimeoutError,
+    UnsupportedFeatureError,
 )
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.runs import TuningResult
@@ -99,12 +100,16 @@ class Deployment:
         poll_interval: tuple[float, float] = (1.0, 15.0),
         delete_on_exit: bool = False,
         request_tag: str | None = None,
+        checkpoint: int | None = None,
     ) -> Deployment:
         """Deploy a tuned model (a `TuningResult` or a model id) and, by default, wait until
-        it serves. Every argument is checked before anything is sent. On failure or timeout
-        the error says which deployment it was; a failed deployment is deleted, a slow one is
-        left for you to attach to or delete — unless `delete_on_exit`, which deletes it on any
-        failure or cancellation after the create. A create whose answer was lost is never
+        it serves. `checkpoint=step` deploys that kept checkpoint of a local run (see
+        `TuningResult.checkpoints`) instead of the run's kept soft prompt, which is the best
+        epoch's when the run validated, else the last. Every argument is checked before
+        anything is sent. On failure or timeout the error says which deployment it was; a
+        failed deployment is deleted, a slow one is left for you to attach to or delete —
+        unless `delete_on_exit`, which deletes it on any failure or cancellation after the
+        create. A create whose answer was lost is never
         repeated: calling `create` again with the same arguments on the same client (or with
         `request_tag=error.request_tag`, from any process) finds the deployment it made."""
         if not isinstance(client, ServingBackend):
@@ -112,7 +117,7 @@ class Deployment:
                 "client must be a serving backend such as WatsonxClient, "
                 f"got {type(client).__name__}."
             )
-        model_id, default_name = _model_of(source)
+        model_id, default_name = _model_of(source, checkpoint)
         name = name or default_name
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"name={name!r} must be a non-empty string.")
@@ -293,8 +298,10 @@ class Deployment:
             await self._delete_quietly()
 
 
-def _model_of(source: TuningResult | str) -> tuple[str, str]:
+def _model_of(source: TuningResult | str, checkpoint: int | None = None) -> tuple[str, str]:
     """(model id, default deployment name) of what is to be deployed."""
+    if checkpoint is not None:
+        return _checkpoint_of(source, checkpoint)
     if isinstance(source, TuningResult):
         if source.model_id is None:
             raise ConfigurationError(
@@ -304,3 +311,27 @@ def _model_of(source: TuningResult | str) -> tuple[str, str]:
     if isinstance(source, str) and source.strip():
         return source, f"granite-tuner {source[:40]}"
     raise ConfigurationError(f"Deploy a TuningResult or a model id, not {type(source).__name__}.")
+
+
+def _checkpoint_of(source: TuningResult | str, step: object) -> tuple[str, str]:
+    """(model id, default name) of one checkpoint of a run; checked before anything is sent."""
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise ConfigurationError(
+            f"checkpoint={step!r} must be the step number of a kept checkpoint "
+            "(see result.checkpoints)."
+        )
+    if not isinstance(source, TuningResult):
+        raise ConfigurationError(
+            "checkpoint= needs the run's TuningResult (which lists its checkpoints), not a "
+            "model id."
+        )
+    if source.backend != "local":
+        raise UnsupportedFeatureError(
+            f"The {source.backend} backend keeps no checkpoints of a run, so checkpoint= "
+            "cannot be used; deploy the run's model (leave checkpoint out)."
+        )
+    try:
+        kept = source.checkpoint(step)
+    except LookupError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return kept.model_id, f"{source.name or source.run_id} (step {step})"

@@ -9,7 +9,12 @@ GraniteTunerError
 ├── TuningError                     a tuning run did not give a model
 │   ├── TuningFailedError           the run ended failed or canceled (carries the service's message)
 │   ├── TuningTimeoutError          the caller's timeout passed first (the run goes on)
-│   └── RunNotFoundError            no run with that id or name to attach to
+│   ├── RunNotFoundError            no run with that id or name to attach to
+│   └── ResumeError                 a local run cannot be resumed as asked (nothing changed)
+│       ├── RunFinishedError        the run completed: there is nothing to resume
+│       ├── RunInUseError           another process (or this client) is training the run
+│       ├── ResumeMismatchError     other parameters or base model than the run's
+│       └── NoCheckpointError       no whole checkpoint to resume from
 ├── DeploymentError                 a deployment did not become ready
 │   ├── DeploymentFailedError       the service reports it failed (carries its message)
 │   ├── DeploymentTimeoutError      the caller's timeout passed first
@@ -61,9 +66,14 @@ __all__ = [
     "GraniteTunerError",
     "InvalidDataError",
     "InvalidParametersError",
+    "NoCheckpointError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResumeError",
+    "ResumeMismatchError",
+    "RunFinishedError",
+    "RunInUseError",
     "RunNotFoundError",
     "ServerError",
     "ServiceErrorDetail",
@@ -184,6 +194,30 @@ class TuningTimeoutError(TuningError, TimeoutError):
 
 class RunNotFoundError(TuningError, LookupError):
     """There is no tuning run with the given id or name."""
+
+
+class ResumeError(TuningError):
+    """A local run cannot be resumed as asked. Nothing was changed: not the run's record, not
+    its checkpoints."""
+
+
+class RunFinishedError(ResumeError):
+    """The run completed, so there is nothing to resume; deploy it (or one of its
+    checkpoints) instead, or start a new run."""
+
+
+class RunInUseError(ResumeError):
+    """Another process, or this client, is training the run now (it holds the run's lock)."""
+
+
+class ResumeMismatchError(ResumeError, ValueError):
+    """The resume asked for other parameters or another base model than the run was started
+    with; a run only goes on with its own settings."""
+
+
+class NoCheckpointError(ResumeError):
+    """The run has no whole checkpoint to go on from (it died before its first one, or every
+    one failed its checksum)."""
 
 
 class DeploymentError(GraniteTunerError):

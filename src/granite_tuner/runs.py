@@ -20,6 +20,7 @@ __all__ = [
     "FINISHED_STATES",
     "KNOWN_STATES",
     "UNKNOWN_TRAINING_STATE",
+    "CheckpointInfo",
     "MetricPoint",
     "TrainingState",
     "TuningResult",
@@ -80,6 +81,31 @@ class ValidationPoint(BaseModel):
     best_epoch: int | None = None
 
 
+class CheckpointInfo(BaseModel):
+    """One kept checkpoint of a local run: where training was, and how good it was then.
+
+    `step` (the optimizer steps done, from 1) names it: `Deployment.create(client, result,
+    checkpoint=step)` serves its soft prompt, and `model_id` is the id that deploys it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    #: The epoch (from 0) the step belongs to; `end_of_epoch` when it is that epoch's last.
+    epoch: int
+    end_of_epoch: bool
+    #: Mean training loss of the epoch's steps up to this one.
+    training_loss: float | None = None
+    #: The validation score taken at the end of the epoch (None mid-epoch or without
+    #: validation).
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
+    #: Whether this is the best epoch's checkpoint (by the run's selection metric).
+    best: bool = False
+    model_id: str
+    created_at: datetime | None = None
+
+
 class TuningRun(BaseModel):
     """A backend's snapshot of one tuning run."""
 
@@ -109,6 +135,8 @@ class TuningRun(BaseModel):
     stop_reason: str | None = None
     #: The training- and validation-data references the run was started with.
     data_refs: tuple[str, ...] = ()
+    #: The checkpoints kept on disk, oldest first (local backend; empty elsewhere).
+    checkpoints: tuple[CheckpointInfo, ...] = ()
 
     @property
     def is_finished(self) -> bool:
@@ -160,6 +188,10 @@ class TuningResult(BaseModel):
     stop_reason: str | None = Field(
         default=None, description="Why training ended: all epochs done, or early stopping."
     )
+    checkpoints: tuple[CheckpointInfo, ...] = Field(
+        default=(),
+        description="The checkpoints kept (local backend), oldest first; any can be deployed.",
+    )
 
     @classmethod
     def from_run(
@@ -189,6 +221,7 @@ class TuningResult(BaseModel):
             validation=run.validation,
             best_epoch=run.best_epoch,
             stop_reason=run.stop_reason,
+            checkpoints=run.checkpoints,
         )
 
     @property
@@ -216,6 +249,22 @@ class TuningResult(BaseModel):
     def validation_accuracy_per_epoch(self) -> list[float | None]:
         """Validation accuracy after each epoch (None where not measured, e.g. free text)."""
         return [point.accuracy for point in self.validation]
+
+    def checkpoint(self, step: int | None = None) -> CheckpointInfo:
+        """The kept checkpoint at `step`; by default the best one when the run validated, else
+        the last. `LookupError` saying which are kept when there is no such checkpoint."""
+        if not self.checkpoints:
+            raise LookupError(f"Tuning run {self.run_id} kept no checkpoints.")
+        if step is None:
+            best = [c for c in self.checkpoints if c.best]
+            return best[-1] if best else self.checkpoints[-1]
+        for kept in self.checkpoints:
+            if kept.step == step:
+                return kept
+        steps = ", ".join(str(c.step) for c in self.checkpoints)
+        raise LookupError(
+            f"Tuning run {self.run_id} has no checkpoint at step {step}; kept: {steps}."
+        )
 
     @property
     def final_loss(self) -> float | None:

@@ -18,7 +18,9 @@ What "reliably" means here:
   (then even a cancellation that comes while the create call is in flight: the create is
   finished first, so that the run it started is known and canceled);
 - a restarted program re-attaches with `Tuner.attach(client, run_id=...)` (or `name=`), or
-  by passing `resume=True` with the same `name`.
+  by passing `resume=True` with the same `name`;
+- a local run whose own process died goes on from its last checkpoint with
+  `Tuner.resume(client, run_id=...)`, to the result one uninterrupted run gives.
 
 Progress comes as typed events (`granite_tuner.events`): to an `on_event` callback, or by
 iterating `tuner.events()`, which drives the run itself.
@@ -46,6 +48,7 @@ from granite_tuner._retry import look_up_before_resend
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import (
     TuningBackend,
+    check_id,
     check_request_tag,
     check_run_name,
     new_request_tag,
@@ -58,6 +61,7 @@ from granite_tuner.errors import (
     RunNotFoundError,
     TuningFailedError,
     TuningTimeoutError,
+    UnsupportedFeatureError,
 )
 from granite_tuner.events import (
     EpochCompleted,
@@ -160,7 +164,8 @@ class Tuner:
         self.request_tag = (
             check_request_tag(request_tag) if request_tag is not None else new_request_tag()
         )
-        self.resume = resume
+        #: `resume=True`: find a live or finished run of this name and wait on it.
+        self._resume_by_name = resume
         self.timeout = checked_timeout(timeout)
         self.poll_interval = checked_poll_interval(poll_interval)
         self.cancel_on_exit = cancel_on_exit
@@ -184,6 +189,9 @@ class Tuner:
         self.last_run: TuningRun | None = None
         self._attach_by_name: str | None = None
         self._attach_by_tag = False
+        #: `Tuner.resume`: the stopped run to go on with, and whether to check the settings.
+        self._resume_run_id: str | None = None
+        self._check_parameters = parameters is not None
         # True once a create was sent without a clear "not created" answer: the next attempt
         # looks the run up by `request_tag` before it sends another create.
         self._create_sent = False
@@ -206,6 +214,30 @@ class Tuner:
         tuner.run_id = run_id
         tuner._attach_by_name = name
         tuner._attach_by_tag = tag is not None
+        return tuner
+
+    @classmethod
+    def resume(
+        cls,
+        client: TuningBackend,
+        *,
+        run_id: str,
+        base_model: str | None = None,
+        parameters: PromptTuningParameters | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Tuner:
+        """A `Tuner` that goes on with a stopped local run (its process killed, or the run
+        failed or canceled) from the run's last whole checkpoint; `run()` resumes it and waits.
+
+        With the same seed the result is what one uninterrupted run gives. `base_model` and
+        `parameters` are optional checks: when given they must be the run's own
+        (`ResumeMismatchError` otherwise). A completed run gives `RunFinishedError`, a run
+        that another process trains `RunInUseError`, and a backend without checkpoints
+        (watsonx.ai) `UnsupportedFeatureError`. (`resume=True` in the constructor is another
+        thing: it waits on a run of the same name that is still alive.)
+        """
+        tuner = cls(client, base_model=base_model, parameters=parameters, **options)
+        tuner._resume_run_id = check_id(run_id, "run_id")
         return tuner
 
     def __repr__(self) -> str:
@@ -235,7 +267,10 @@ class Tuner:
         """Check everything, upload the data and start the run; returns the run id."""
         if self.run_id is not None:
             return self.run_id
-        await self._prepare_and_start()
+        if self._resume_run_id is not None:
+            await self._resume_from_checkpoint(self._resume_run_id)
+        else:
+            await self._prepare_and_start()
         assert self.run_id is not None
         return self.run_id
 
@@ -301,10 +336,12 @@ class Tuner:
             return RunSubmitted(
                 run_id=found.id, name=found.name, base_model=found.base_model, attached=True
             )
-        if self._attach_by_name is None and not self.resume:
+        if self._resume_run_id is not None:
+            return await self._resume_from_checkpoint(self._resume_run_id)
+        if self._attach_by_name is None and not self._resume_by_name:
             return None
         runs = await self.client.find_tuning_runs(self.name)
-        if self.resume and self._attach_by_name is None:
+        if self._resume_by_name and self._attach_by_name is None:
             runs = [r for r in runs if r.state not in ("failed", "canceled", "error")]
         if not runs:
             if self._attach_by_name is not None:
@@ -322,6 +359,24 @@ class Tuner:
         return RunSubmitted(
             run_id=self.run_id, name=self.name, base_model=runs[0].base_model, attached=True
         )
+
+    async def _resume_from_checkpoint(self, run_id: str) -> RunSubmitted:
+        """Ask the backend to go on with the run; later events are those after its checkpoint."""
+        if not self.client.supports_checkpoints:
+            raise UnsupportedFeatureError(
+                f"The {self.client.backend_name} backend keeps no checkpoints, so run {run_id} "
+                "cannot be resumed; wait on it with Tuner.attach(client, run_id=...) instead."
+            )
+        run = await self.client.resume_tuning(
+            run_id,
+            base_model=self.base_model,
+            parameters=self.parameters if self._check_parameters else None,
+        )
+        self.run_id = run.id
+        self.name = run.name or self.name
+        self.last_run = run
+        logger.info("Resumed tuning run %s from its last checkpoint", run.id)
+        return RunSubmitted(run_id=run.id, name=run.name, base_model=run.base_model, attached=True)
 
     async def _prepare_and_start(self) -> RunSubmitted:
         if self.base_model is None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
+from granite_tuner.backends.local import LocalClient
 from tests.cli.conftest import RunCli
+from tests.local.test_checkpoints import stopped
 from tests.tiny_model import review_examples
 
 
@@ -157,3 +160,39 @@ def test_demo_shows_progress_and_misses_an_impossible_min_gain(
     assert "240/240" in done.err
     assert "McNemar p" in done.out
     assert "expected at least 101" in done.err
+
+
+def test_checkpoints_resume_and_deploying_a_checkpoint(
+    cli: RunCli, tiny_model_dir: Path, local: list[str], tmp_path: Path
+) -> None:
+    async def stop_a_run() -> str:
+        async with LocalClient(str(tiny_model_dir), home=tmp_path / "home") as client:
+            return await stopped(client, tiny_model_dir, epochs=1, num_epochs=3)
+
+    run_id = anyio.run(stop_a_run)
+
+    listed = cli("checkpoints", run_id, "--json", *local)
+    assert listed.code == 0, listed.err
+    [first] = listed.json()["checkpoints"]
+    assert (first["step"], first["epoch"], first["end_of_epoch"]) == (12, 0, True)
+    table = cli("checkpoints", run_id, *local)
+    assert f"{run_id}:checkpoint-12" in table.out
+
+    resumed = cli("resume", run_id, "--json", *local)
+    assert resumed.code == 0, resumed.err
+    assert "Attached to local tuning run" in resumed.err
+    run = resumed.json()["run"]
+    assert run["state"] == "completed"
+    assert [p["iteration"] for p in run["metrics"]] == list(range(1, 37))
+    best = next(c for c in run["checkpoints"] if c["best"])
+
+    again = cli("resume", run_id, *local)
+    assert again.code == 2
+    assert "nothing to resume" in again.err
+
+    deployed = cli("deploy", best["model_id"], "--json", *local)
+    assert deployed.code == 0, deployed.err
+    assert deployed.json()["deployment"]["state"] == "ready"
+    gone = cli("deploy", f"{run_id}:checkpoint-5", *local)
+    assert gone.code == 1
+    assert "no checkpoint at step 5" in gone.err

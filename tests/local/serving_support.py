@@ -162,6 +162,9 @@ class _Store:
     def adapter_dir(self, run_id: str) -> Path:
         return self.runs_root / run_id / "adapter"
 
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_root / run_id
+
 
 class StandIn(ModelServer):
     """The `ModelServer` part given what it needs from `LocalClient`, and no more."""

@@ -20,7 +20,7 @@ from granite_tuner.data import LabelledSet
 from granite_tuner.errors import ConfigurationError
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.parameters import PromptTuningParameters
-from granite_tuner.runs import TuningRun
+from granite_tuner.runs import CheckpointInfo, TuningRun
 from granite_tuner.validation import ValidationOptions
 
 __all__ = [
@@ -111,6 +111,12 @@ class TuningBackend(Protocol):
         """Whether `start_tuning` can use `validation=` (checked before anything is uploaded)."""
         ...
 
+    @property
+    def supports_checkpoints(self) -> bool:
+        """Whether runs keep checkpoints that `list_checkpoints` lists and `resume_tuning`
+        goes on from (where false, both raise `UnsupportedFeatureError`)."""
+        ...
+
     async def tunable_models(self) -> list[BaseModelInfo]:
         """The base models that can be prompt-tuned here now."""
         ...
@@ -155,6 +161,22 @@ class TuningBackend(Protocol):
     async def cancel_tuning_run(self, run_id: str) -> None: ...
 
     async def delete_tuning_run(self, run_id: str) -> None: ...
+
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's kept checkpoints, oldest first; each one's `model_id` deploys it."""
+        ...
+
+    async def resume_tuning(
+        self,
+        run_id: str,
+        *,
+        base_model: str | None = None,
+        parameters: PromptTuningParameters | None = None,
+    ) -> TuningRun:
+        """Go on with a stopped run from its last whole checkpoint. `base_model` and
+        `parameters`, when given, must be the run's own (else `ResumeMismatchError`); a
+        completed run gives `RunFinishedError`, one trained elsewhere `RunInUseError`."""
+        ...
 
 
 DeploymentState = Literal["initializing", "ready", "failed"]

@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 from rich.console import Console
 
 from granite_tuner._version import __version__
-from granite_tuner.cli import _cleanup, _demo, _deploying, _serve, _tuning
+from granite_tuner.cli import _cleanup, _demo, _deploying, _resuming, _serve, _tuning
 from granite_tuner.cli._backends import BackendOptions, resolve_credentials
 from granite_tuner.cli._context import Context, Handler
 from granite_tuner.cli._exit import EXIT_CODE_TABLE, ExitCode, exit_code_for, innermost
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _tuning.register(subparsers, [common])
+    _resuming.register(subparsers, [common])
     _deploying.register(subparsers, [common])
     _cleanup.register(subparsers, [common])
     _demo.register(subparsers, [common])

@@ -245,7 +245,8 @@ async def _deployable(client: AnyClient, reference: str, *, local: bool) -> Tuni
     try:
         run = await client.get_tuning_run(reference)
     except RunNotFoundError:
-        if local:  # a local model id *is* a run id
+        # A local model id is a run id, or one of a run's checkpoints (`RUN:checkpoint-STEP`).
+        if local and ":checkpoint-" not in reference:
             raise
         return reference
     return TuningResult.from_run(run, backend=client.backend_name)

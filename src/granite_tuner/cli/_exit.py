@@ -18,6 +18,9 @@ from granite_tuner.errors import (
     GraniteTunerError,
     InvalidDataError,
     InvalidParametersError,
+    NoCheckpointError,
+    ResumeMismatchError,
+    RunFinishedError,
     RunNotFoundError,
     TuningTimeoutError,
 )
@@ -54,6 +57,9 @@ _BAD_INPUT = (
     InvalidParametersError,
     RunNotFoundError,
     DeploymentNotFoundError,
+    ResumeMismatchError,
+    RunFinishedError,
+    NoCheckpointError,
 )
 _TIMEOUTS = (TuningTimeoutError, DeploymentTimeoutError, APITimeoutError)
 

@@ -40,7 +40,7 @@ from granite_tuner.events import (
     TuningEvent,
 )
 from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
-from granite_tuner.runs import TuningResult, epoch_groups
+from granite_tuner.runs import CheckpointInfo, TuningResult, epoch_groups
 
 __all__ = ["EvaluationProgress", "Renderer", "TuningProgress", "result_document"]
 
@@ -252,6 +252,27 @@ class Renderer:
         )
         return Group(targets, differences, note)
 
+    def checkpoints_table(self, run_id: str, checkpoints: Sequence[CheckpointInfo]) -> Table:
+        """One row per kept checkpoint; the model id is what `deploy` takes."""
+        table = Table(
+            title=f"Checkpoints of tuning run {run_id}", box=box.SIMPLE_HEAD, title_justify="left"
+        )
+        for column in ("step", "epoch", "training loss", "val. loss", "val. accuracy"):
+            table.add_column(column, justify="right")
+        table.add_column("best")
+        table.add_column("model id (deploy)", no_wrap=True)
+        for c in checkpoints:
+            table.add_row(
+                str(c.step),
+                f"{c.epoch + 1}" + ("" if c.end_of_epoch else " (part)"),
+                _optional(c.training_loss),
+                _optional(c.validation_loss),
+                "-" if c.validation_accuracy is None else f"{c.validation_accuracy:.1%}",
+                Text("best", style="green") if c.best else "",
+                c.model_id,
+            )
+        return table
+
     def objects_table(self, title: str, rows: Sequence[Sequence[str]]) -> Table:
         table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
         table.add_column("kind")
@@ -364,6 +385,10 @@ def _ended_badly(result: TuningResult) -> bool:
 
 def _errors_text(count: int) -> str:
     return f"[red]{count} errors[/]" if count else "0 errors"
+
+
+def _optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _number(value: float) -> str:

@@ -247,7 +247,7 @@ async def run_tune(ctx: Context, args: argparse.Namespace) -> ExitCode:
             parameters=parameters,
             name=name,
             timeout=args.timeout,
-            poll_interval=_poll_interval(ctx, args.poll_interval),
+            poll_interval=poll_interval_for(ctx, args.poll_interval),
             validation_data=args.validation_file,
             validation_split=args.validation_split,
             early_stopping_patience=args.early_stopping_patience,
@@ -279,7 +279,7 @@ async def run_tune(ctx: Context, args: argparse.Namespace) -> ExitCode:
         result = await follow_run(
             ctx, tuner, f"tuning {base_model}", num_epochs=epochs, steps_per_epoch=steps
         )
-    return await _finish(ctx, result, tuner.warnings, args.curve, data.warnings)
+    return await finish_run(ctx, result, tuner.warnings, args.curve, data.warnings)
 
 
 def _parameters(args: argparse.Namespace) -> PromptTuningParameters:
@@ -310,7 +310,7 @@ def _read_parameter_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def _poll_interval(ctx: Context, first: float | None) -> tuple[float, float]:
+def poll_interval_for(ctx: Context, first: float | None) -> tuple[float, float]:
     default = (0.2, 1.0) if ctx.backend.local else (2.0, 60.0)
     if first is None:
         return default
@@ -374,7 +374,8 @@ def _announce(ctx: Context, event: RunSubmitted, *, local: bool) -> None:
         ctx.ui.info(f"{verb} local tuning run {run_id} ({event.name}); it trains in this process.")
         ctx.left_running(
             run_id,
-            f"Local tuning run {run_id} stopped with this process (it is recorded as canceled).",
+            f"Local tuning run {run_id} stopped with this process (it is recorded as canceled); "
+            f"go on from its last checkpoint with `granite-tuner resume --local {run_id}`.",
         )
         return
     ctx.ui.info(f"{verb} tuning run {run_id} ({event.name}) on watsonx.ai.")
@@ -386,7 +387,7 @@ def _announce(ctx: Context, event: RunSubmitted, *, local: bool) -> None:
     )
 
 
-async def _finish(
+async def finish_run(
     ctx: Context,
     result: TuningResult,
     warnings: list[str],
@@ -454,17 +455,17 @@ async def run_attach(ctx: Context, args: argparse.Namespace) -> ExitCode:
                 client,
                 run_id=run_id,
                 timeout=args.timeout,
-                poll_interval=_poll_interval(ctx, args.poll_interval),
+                poll_interval=poll_interval_for(ctx, args.poll_interval),
             )
         else:
             tuner = Tuner.attach(
                 client,
                 name=name,
                 timeout=args.timeout,
-                poll_interval=_poll_interval(ctx, args.poll_interval),
+                poll_interval=poll_interval_for(ctx, args.poll_interval),
             )
         result = await follow_run(ctx, tuner, f"waiting for {run_id or name}")
-    return await _finish(ctx, result, tuner.warnings, args.curve)
+    return await finish_run(ctx, result, tuner.warnings, args.curve)
 
 
 async def run_cancel(ctx: Context, args: argparse.Namespace) -> ExitCode:

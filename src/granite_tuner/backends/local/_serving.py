@@ -30,6 +30,7 @@ Why it works this way:
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import uuid
@@ -52,6 +53,10 @@ from granite_tuner.backends.local._batching import (
     Request,
     ServedDeployment,
     ServingStats,
+)
+from granite_tuner.backends.local._checkpoints import (
+    checkpoint_soft_prompt,
+    parse_checkpoint_model_id,
 )
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.errors import (
@@ -107,6 +112,8 @@ class _ModelSource(Protocol):
 
 class _AdapterSource(Protocol):
     def adapter_dir(self, run_id: str) -> Path: ...
+
+    def run_dir(self, run_id: str) -> Path: ...
 
 
 class _DeployProblem(Exception):
@@ -347,13 +354,22 @@ class ModelServer:
                 )
 
     async def _load_tuned(self, info: DeploymentInfo) -> ServedDeployment:
-        run_id = info.model_id
-        assert run_id is not None
+        assert info.model_id is not None
+        checkpoint = parse_checkpoint_model_id(info.model_id)
+        run_id = info.model_id if checkpoint is None else checkpoint[0]
         try:
             run = await self._runs(run_id)
         except GraniteTunerError as exc:
             raise _DeployProblem(f"cannot deploy {run_id!r}: {exc.message}") from None
-        if run.state != "completed":
+        if checkpoint is not None:
+            # Any kept checkpoint serves, whatever state the run is in now.
+            run_dir = self._adapters.run_dir(run_id)
+            load: Callable[[PreTrainedModel], torch.Tensor] = functools.partial(
+                checkpoint_soft_prompt, run_dir, checkpoint[1]
+            )
+        else:
+            load = functools.partial(_load_soft_prompt, self._adapters.adapter_dir(run_id))
+        if checkpoint is None and run.state != "completed":
             raise _DeployProblem(
                 f"tuning run {run_id} is {run.state}, and only a completed run can be deployed"
                 + (f" ({run.failure_message})" if run.failure_message else "")
@@ -361,9 +377,8 @@ class ModelServer:
         if not run.base_model:
             raise _DeployProblem(f"tuning run {run_id} does not say which base model it tuned")
         try:
-            adapter = self._adapters.adapter_dir(run_id)
             loaded = await self._models.get(run.base_model)
-            soft_prompt = await anyio.to_thread.run_sync(_load_soft_prompt, adapter, loaded.model)
+            soft_prompt = await anyio.to_thread.run_sync(load, loaded.model)
         except (GraniteTunerError, OSError) as exc:
             raise _DeployProblem(str(exc)) from None
         verbalizer = run.parameters.get("verbalizer")

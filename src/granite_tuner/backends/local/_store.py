@@ -6,6 +6,7 @@ Layout under the client's home folder:
 runs/<run_id>/run.json          state, parameters, loss history, who runs it (see RunRecord)
 runs/<run_id>/adapter/          the trained soft prompt (PEFT adapter, safetensors)
 runs/<run_id>/cancel-requested  present when another process asked the owner to stop
+runs/<run_id>/checkpoints/      the kept checkpoints, and train.lock (see `_checkpoints`)
 data/<sha256>.jsonl             uploaded training sets, named by content (stored once)
 ```
 
@@ -42,9 +43,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from granite_tuner._files import write_atomic
 from granite_tuner._secrets import get_logger
+from granite_tuner.backends.local import _checkpoints
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.errors import ConfigurationError, GraniteTunerError, RunNotFoundError
 from granite_tuner.runs import (
+    CheckpointInfo,
     MetricPoint,
     TrainingState,
     TuningRun,
@@ -165,6 +168,8 @@ class RunRecord(BaseModel):
     validation: list[ValidationPoint] = Field(default_factory=list)
     best_epoch: int | None = None
     stop_reason: str | None = None
+    #: The checkpoints kept on disk, oldest first (as of the last write of this file).
+    checkpoints: list[CheckpointInfo] = Field(default_factory=list)
 
     _last_epoch_size: int | None = PrivateAttr(default=None)
 
@@ -213,6 +218,7 @@ class RunRecord(BaseModel):
             data_refs=tuple(
                 ref for ref in (self.data_ref, self.validation_data_ref) if ref is not None
             ),
+            checkpoints=tuple(self.checkpoints),
         )
 
     def as_interrupted(self) -> RunRecord:
@@ -223,8 +229,9 @@ class RunRecord(BaseModel):
                 "state": "failed",
                 "failure_message": (
                     f"interrupted: the process that ran it ({where}) is gone or on another "
-                    f"host, so it stopped while {self.state}; start it again (the training "
-                    f"data {self.data_ref[:12]}… is still stored)."
+                    f"host, so it stopped while {self.state}; resume it from its last "
+                    f"checkpoint (Tuner.resume, or `granite-tuner resume {self.id}`), or start "
+                    f"it again (the training data {self.data_ref[:12]}… is still stored)."
                 ),
             }
         )
@@ -352,21 +359,27 @@ class RunStore:
     def cancel_requested(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / _CANCEL_MARKER).exists()
 
+    def clear_cancel(self, run_id: str) -> None:
+        """Forget an old cancel request (a resumed run must not stop at its first step)."""
+        (self.run_dir(run_id) / _CANCEL_MARKER).unlink(missing_ok=True)
+
     def _as_reported(self, record: RunRecord) -> RunRecord:
         if record.is_active and not record.owner.is_alive():
             if record.owner.host == host_id():  # surely dead, not alive on another host
-                self._remove_scratch(record.id)
+                self.remove_scratch(record.id)
             return record.as_interrupted()
         return record
 
-    def _remove_scratch(self, run_id: str) -> None:
-        """Remove what a killed writer left half-made in the run's folder (temporary names)."""
+    def remove_scratch(self, run_id: str) -> None:
+        """Remove what a killed writer left half-made in the run's folder (temporary names);
+        call it only when no process writes the run (its owner is dead, or we hold its lock)."""
         with contextlib.suppress(OSError):
             for leftover in self.run_dir(run_id).glob(".*"):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
                     leftover.unlink(missing_ok=True)
+        _checkpoints.remove_scratch(self.run_dir(run_id))
 
     # --- training data -----------------------------------------------------------------------
 

@@ -363,6 +363,67 @@ class PromptTrainer:
         self.restore_best()
         self.peft_model.save_pretrained(str(directory), safe_serialization=True)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed trainer needs to go on exactly as this one would (a checkpoint).
+
+        Copies, not views: training may go on while the copy is written. Holds only tensors,
+        numbers, strings, lists and dicts, so `torch.load(weights_only=True)` reads it back.
+        """
+        plan = self._plan
+        best = self._best_score
+        return {
+            "iteration": self.iteration,
+            "soft_prompt": self._soft_prompt.detach().clone(),
+            "optimizer": _copied(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),
+            "plan": None
+            if plan is None
+            else {"epoch": plan.epoch, "groups": plan.groups, "next_group": plan.next_group},
+            "validation_scores": [[s.loss, s.accuracy] for s in self.validation_scores],
+            "best_epoch": self.best_epoch,
+            "best_score": None if best is None else [best.loss, best.accuracy],
+            "best_prompt": None if self._best_prompt is None else self._best_prompt.clone(),
+            "stopped": self.stopped,
+            # The trainer draws from none of these (its batch order has its own seeded
+            # generator), but a resumed process starts where this one was, in case a model does.
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": _python_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put this freshly built trainer where the one that wrote `state` was."""
+        with torch.no_grad():
+            self._soft_prompt.copy_(state["soft_prompt"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration = int(state["iteration"])
+        plan = state["plan"]
+        self._plan = (
+            None
+            if plan is None
+            else _EpochPlan(
+                epoch=int(plan["epoch"]),
+                groups=[[list(batch) for batch in group] for group in plan["groups"]],
+                next_group=int(plan["next_group"]),
+            )
+        )
+        self.validation_scores = [
+            ValidationScore(loss, acc) for loss, acc in state["validation_scores"]
+        ]
+        self.best_epoch = state["best_epoch"]
+        best = state["best_score"]
+        self._best_score = None if best is None else ValidationScore(best[0], best[1])
+        prompt = state["best_prompt"]
+        self._best_prompt = None if prompt is None else prompt.to(self._soft_prompt)
+        self.stopped = state["stopped"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(_python_rng_tuple(state["python_rng"]))
+
+    @property
+    def soft_prompt(self) -> torch.Tensor:
+        """The soft prompt as it is now (not the best epoch's): what a checkpoint deploys."""
+        return self._soft_prompt
+
     @property
     def stop_reason(self) -> str:
         """Why training ended (or will end): early stopping, or every epoch done."""
@@ -426,6 +487,28 @@ def _schedule(total: int, warmup_share: float) -> Callable[[int], float]:
         return max(0.0, 1.0 - (done - warmup) / max(total - warmup, 1))
 
     return factor
+
+
+def _copied(value: _T) -> _T:
+    """A deep copy of an optimizer state (tensors cloned), safe to write while training goes on."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list | tuple):
+        return type(value)(_copied(item) for item in value)
+    return value
+
+
+def _python_rng_state() -> list[Any]:
+    """`random.getstate()` as lists (what a weights-only checkpoint can hold)."""
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _python_rng_tuple(state: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
 
 
 def _validator(

@@ -17,14 +17,21 @@ import math
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
 
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo, new_request_tag
+from granite_tuner.backends.local import _checkpoints
+from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST, RunLock
 from granite_tuner.backends.local._models import ModelCache
+from granite_tuner.backends.local._resuming import (
+    checkpoint_infos,
+    history_json,
+    prepare_resume,
+)
 from granite_tuner.backends.local._store import Owner, RunRecord, RunStore, new_run_id
 from granite_tuner.backends.local._training import (
     DEFAULT_EARLY_STOPPING_PATIENCE,
@@ -35,9 +42,15 @@ from granite_tuner.backends.local._training import (
     TrainingConfig,
 )
 from granite_tuner.data import Example, LabelledSet
-from granite_tuner.errors import ConfigurationError, RunNotFoundError
+from granite_tuner.errors import ConfigurationError, RunInUseError, RunNotFoundError
 from granite_tuner.parameters import PromptTuningParameters
-from granite_tuner.runs import MetricPoint, TrainingState, TuningRun, ValidationPoint
+from granite_tuner.runs import (
+    CheckpointInfo,
+    MetricPoint,
+    TrainingState,
+    TuningRun,
+    ValidationPoint,
+)
 from granite_tuner.splitting import stratified_split
 from granite_tuner.validation import ValidationOptions
 
@@ -75,6 +88,10 @@ class _ActiveRun:
     done: anyio.Event = field(default_factory=anyio.Event)
     stop_reason: str | None = None
     last_saved: float = -math.inf
+    #: Held while this client trains the run; released when the run ends here.
+    lock: RunLock | None = None
+    #: The trainer state to go on from, when the run is resumed from a checkpoint.
+    resume_state: dict[str, Any] | None = None
 
     def stop(self, reason: str, *, cancel_scope: bool = True) -> None:
         """Stop before the next batch (the event) or at once when waiting (the scope)."""
@@ -103,8 +120,14 @@ class TrainingRunner:
         torch_limiter: anyio.CapacityLimiter,
         seed: int,
         precision: Literal["float32", "bfloat16"],
+        checkpoint_every_steps: int | None = None,
+        keep_checkpoints: int = DEFAULT_KEEP_LAST,
     ) -> None:
         self.model_name = model_name
+        #: Also checkpoint every this many steps (None: at the end of each epoch only).
+        self.checkpoint_every_steps = checkpoint_every_steps
+        #: Checkpoints kept besides the best epoch's: the newest ones.
+        self.keep_checkpoints = keep_checkpoints
         self.models = models
         self.store = store
         self.seed = seed
@@ -192,7 +215,9 @@ class TrainingRunner:
         # Once the run is on disk it must also be started: never leave a "queued" orphan.
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.store.create, record)
-            active = _ActiveRun(record=record, config=config)
+            lock = RunLock(self.store.run_dir(record.id), record.id)
+            await anyio.to_thread.run_sync(lock.acquire)  # a new run's lock is free
+            active = _ActiveRun(record=record, config=config, lock=lock)
             self._active_runs[record.id] = active
             task_group.start_soon(self._train, active, name=f"granite-tuner local run {record.id}")
         logger.info("Queued local tuning run %s (%s) of %s", record.id, name, base_model)
@@ -289,6 +314,81 @@ class TrainingRunner:
                 await anyio.to_thread.run_sync(self.store.request_cancel, run_id)
         await anyio.to_thread.run_sync(self.store.delete, run_id)
 
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's whole checkpoints, oldest first, as they are on disk now."""
+        active = self._active_runs.get(run_id)
+        record = (
+            active.record if active else await anyio.to_thread.run_sync(self.store.load, run_id)
+        )
+        return await anyio.to_thread.run_sync(
+            checkpoint_infos, self.store, run_id, record.best_epoch
+        )
+
+    async def resume_tuning(
+        self,
+        run_id: str,
+        *,
+        base_model: str | None = None,
+        parameters: PromptTuningParameters | None = None,
+    ) -> TuningRun:
+        """Go on with a run that stopped (killed, failed, canceled) from its last whole
+        checkpoint, in the background; returns it `queued`.
+
+        Raises a `ResumeError` — and changes nothing — when the run completed, another
+        process or this client trains it, `base_model` or `parameters` differ from the run's,
+        or no checkpoint is whole.
+        """
+        task_group = self._open_task_group()
+        active = self._active_runs.get(run_id)
+        if active is not None:
+            if active.record.is_active:
+                raise RunInUseError(
+                    f"Tuning run {run_id} is training in this client already.", run_id=run_id
+                )
+            await active.done.wait()  # it has ended, and is being written down: let it finish
+        lock = RunLock(self.store.run_dir(run_id), run_id)
+        if not await anyio.to_thread.run_sync(self.store.run_dir(run_id).is_dir):
+            raise RunNotFoundError(f"There is no local tuning run {run_id!r}.", run_id=run_id)
+        await anyio.to_thread.run_sync(lock.acquire)
+        try:
+            plan = await anyio.to_thread.run_sync(
+                functools.partial(
+                    prepare_resume,
+                    self.store,
+                    run_id,
+                    base_model=base_model,
+                    parameters=parameters,
+                ),
+                limiter=self._torch_limiter,
+            )
+            await anyio.to_thread.run_sync(self.models.check_available, plan.record.base_model)
+        except BaseException:
+            lock.release()
+            raise
+        record = plan.record
+        record.checkpoints = await anyio.to_thread.run_sync(
+            checkpoint_infos, self.store, run_id, record.best_epoch
+        )
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(self.store.remove_scratch, run_id)  # torn writes
+                await anyio.to_thread.run_sync(self.store.clear_cancel, run_id)
+                await anyio.to_thread.run_sync(self.store.save, record)
+            except BaseException:
+                lock.release()
+                raise
+            active = _ActiveRun(
+                record=record, config=plan.config, lock=lock, resume_state=plan.state["trainer"]
+            )
+            self._active_runs[run_id] = active
+            task_group.start_soon(self._train, active, name=f"granite-tuner local run {run_id}")
+        logger.info(
+            "Resuming local tuning run %s from its checkpoint at step %d",
+            run_id,
+            plan.checkpoint.manifest.step,
+        )
+        return record.to_run()
+
     # --- running ---------------------------------------------------------------------------
 
     def _open_task_group(self) -> TaskGroup:
@@ -335,10 +435,16 @@ class TrainingRunner:
                 cancel=active.cancel,
             )
             trainer = await anyio.to_thread.run_sync(build, limiter=self._torch_limiter)
+            if active.resume_state is not None:
+                load = functools.partial(trainer.load_state_dict, active.resume_state)
+                await anyio.to_thread.run_sync(load, limiter=self._torch_limiter)
+                active.resume_state = None
             record.state = "running"
-            record.started_at = _now()
+            record.started_at = record.started_at or _now()
             record.total_steps = trainer.total_steps
             record.message = f"training: {trainer.total_steps} steps"
+            if trainer.iteration:
+                record.message += f", resumed after step {trainer.iteration}"
             await self._save(active, force=True)
             step = functools.partial(self._one_step, active, trainer)
             while True:
@@ -370,11 +476,51 @@ class TrainingRunner:
                     record.best_epoch = result.best_epoch
                 if result.stopped is not None:
                     record.message = result.stopped
-                await self._save(active, force=result.epoch_finished)
+                if self._checkpoint_due(result):
+                    await self._checkpoint(active, trainer, result)  # writes run.json too
+                else:
+                    await self._save(active, force=result.epoch_finished)
             record.stop_reason = trainer.stop_reason
             await anyio.to_thread.run_sync(
                 self.store.save_adapter, record.id, trainer.save, limiter=self._torch_limiter
             )
+
+    def _checkpoint_due(self, result: StepResult) -> bool:
+        every = self.checkpoint_every_steps
+        return result.epoch_finished or (every is not None and result.iteration % every == 0)
+
+    async def _checkpoint(
+        self, active: _ActiveRun, trainer: PromptTrainer, result: StepResult
+    ) -> None:
+        """Write a checkpoint of the step just taken, prune older ones, record the list."""
+        record = active.record
+        state = await anyio.to_thread.run_sync(trainer.state_dict, limiter=self._torch_limiter)
+        score = result.validation
+        manifest = {
+            "epoch": result.epoch,
+            "end_of_epoch": result.epoch_finished,
+            "training_loss": record.epoch_losses[-1] if record.epoch_losses else None,
+            "validation_loss": score.loss if score else None,
+            "validation_accuracy": score.accuracy if score else None,
+            "best_epoch": result.best_epoch,
+            "created_at": _now(),
+            "parameters": record.parameters,
+            "base_model": record.base_model,
+            "data_ref": record.data_ref,
+            "validation_data_ref": record.validation_data_ref,
+        }
+        payload = {"trainer": state, "history": history_json(record)}
+        folder = self.store.run_dir(record.id)
+
+        def write() -> list[CheckpointInfo]:
+            _checkpoints.write_checkpoint(folder, payload, manifest, step=result.iteration)
+            _checkpoints.prune(
+                folder, keep_last=self.keep_checkpoints, best_epoch=trainer.best_epoch
+            )
+            return checkpoint_infos(self.store, record.id, trainer.best_epoch)
+
+        record.checkpoints = await anyio.to_thread.run_sync(write)
+        await self._save(active, force=True)
 
     def _run_data(self, active: _ActiveRun) -> tuple[list[Example], list[Example]]:
         """(training, validation) examples: the uploaded validation set, or a held-out share."""
@@ -386,7 +532,7 @@ class TrainingRunner:
         if not split:
             return examples, []
         return stratified_split(
-            examples, split, seed=self.seed, stratify=record.task_id == "classification"
+            examples, split, seed=active.config.seed, stratify=record.task_id == "classification"
         )
 
     def _one_step(self, active: _ActiveRun, trainer: PromptTrainer) -> StepResult | None:
@@ -438,5 +584,7 @@ class TrainingRunner:
             )
         finally:
             self._active_runs.pop(record.id, None)
+            if active.lock is not None:
+                active.lock.release()
             active.done.set()
             logger.info("Local tuning run %s ended %s", record.id, state)

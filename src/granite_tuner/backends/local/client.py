@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import anyio
 
 from granite_tuner._exceptions import innermost
+from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST
 from granite_tuner.backends.local._models import (
     DEFAULT_MODEL,
     ModelCache,
@@ -30,7 +31,7 @@ from granite_tuner.backends.local._serving import ModelServer, ServingStats, Str
 from granite_tuner.backends.local._store import RunStore
 from granite_tuner.backends.local._threads import fit_torch_threads
 from granite_tuner.backends.local._tuning import TrainingRunner
-from granite_tuner.errors import ConfigurationError
+from granite_tuner.errors import ConfigurationError, InvalidParametersError
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from granite_tuner.data import LabelledSet
     from granite_tuner.generation import GenerationParameters, GenerationResult
     from granite_tuner.parameters import PromptTuningParameters
-    from granite_tuner.runs import TuningRun
+    from granite_tuner.runs import CheckpointInfo, TuningRun
     from granite_tuner.validation import ValidationOptions
 
 __all__ = ["LocalClient"]
@@ -69,6 +70,10 @@ class LocalClient:
             hardware, float32 on other CPUs), `"float32"`, or `"bfloat16"` (an
             `UnsupportedFeatureError` on a CPU without hardware bf16). The soft prompt and the
             optimizer always keep float32.
+        checkpoint_every_steps: also write a checkpoint every this many optimizer steps (a
+            checkpoint is always written at the end of each epoch); None: at epoch ends only.
+        keep_checkpoints: how many of the newest checkpoints a run keeps, besides the best
+            epoch's (older ones are deleted once a newer one is whole).
 
     Entering the `async with` on the CPU lowers torch's thread count to the cores this process
     may use when it is higher and neither `OMP_NUM_THREADS` nor `MKL_NUM_THREADS` is set (a
@@ -88,7 +93,10 @@ class LocalClient:
         device: str | None = None,
         seed: int = 0,
         precision: Precision = "auto",
+        checkpoint_every_steps: int | None = None,
+        keep_checkpoints: int = DEFAULT_KEEP_LAST,
     ) -> None:
+        _check_checkpointing(checkpoint_every_steps, keep_checkpoints)
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(
                 f"model={model!r}: give a model name, a Hugging Face id or a folder path."
@@ -111,6 +119,8 @@ class LocalClient:
             torch_limiter=torch_limiter,
             seed=seed,
             precision=self.precision,
+            checkpoint_every_steps=checkpoint_every_steps,
+            keep_checkpoints=keep_checkpoints,
         )
         self._server = ModelServer(
             models=self.models,
@@ -132,6 +142,11 @@ class LocalClient:
     @property
     def supports_validation(self) -> bool:
         """True: a run validates after every epoch and keeps the best epoch's soft prompt."""
+        return True
+
+    @property
+    def supports_checkpoints(self) -> bool:
+        """True: runs keep checkpoints, which can be listed, deployed and resumed from."""
         return True
 
     def __repr__(self) -> str:
@@ -238,6 +253,28 @@ class LocalClient:
         """Stop the run if it is training, then remove it and its adapter from disk."""
         await self._runner.delete_tuning_run(run_id)
 
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's kept checkpoints, oldest first, as they are on disk now."""
+        return await self._runner.list_checkpoints(run_id)
+
+    async def resume_tuning(
+        self,
+        run_id: str,
+        *,
+        base_model: str | None = None,
+        parameters: PromptTuningParameters | None = None,
+    ) -> TuningRun:
+        """Go on with a stopped run (killed, failed, canceled) from its last whole checkpoint;
+        returns it `queued`. With the same seed it ends as one uninterrupted run would.
+
+        `base_model` and `parameters`, when given, must be the run's own. Raises a
+        `ResumeError` and changes nothing when the run completed, is trained elsewhere, the
+        settings differ, or no checkpoint is whole.
+        """
+        return await self._runner.resume_tuning(
+            run_id, base_model=base_model, parameters=parameters
+        )
+
     # --- ServingBackend: the model server does the work -------------------------------------
 
     async def deploy(
@@ -322,6 +359,22 @@ class LocalClient:
     @serving_batch_window.setter
     def serving_batch_window(self, value: float) -> None:
         self._server.batcher.batch_window = value
+
+
+def _check_checkpointing(every: object, keep: object) -> None:
+    """`InvalidParametersError` for a checkpoint cadence or count that cannot work."""
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise InvalidParametersError(
+            f"checkpoint_every_steps={every!r} must be a whole number of steps, 1 or more, or "
+            "None (checkpoints at the end of each epoch only).",
+            field="checkpoint_every_steps",
+        )
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise InvalidParametersError(
+            f"keep_checkpoints={keep!r} must be 1 or more: the newest checkpoint is what a "
+            "resume goes on from.",
+            field="keep_checkpoints",
+        )
 
 
 def _check_home(home: Path) -> None:

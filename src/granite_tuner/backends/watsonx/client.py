@@ -34,14 +34,20 @@ from granite_tuner.backends.watsonx.serving import WatsonxServing
 from granite_tuner.backends.watsonx.trainings import Trainings
 from granite_tuner.backends.watsonx.tuning import DEFAULT_BASE_MODEL, WatsonxTuning
 from granite_tuner.data import LabelledSet
-from granite_tuner.errors import ConfigurationError
+from granite_tuner.errors import ConfigurationError, UnsupportedFeatureError
 from granite_tuner.generation import GenerationParameters, GenerationResult
 from granite_tuner.limits import RateLimiter
 from granite_tuner.parameters import PromptTuningParameters
-from granite_tuner.runs import TuningRun
+from granite_tuner.runs import CheckpointInfo, TuningRun
 from granite_tuner.validation import ValidationOptions
 
 __all__ = ["WatsonxClient"]
+
+_NO_CHECKPOINTS = (
+    "The watsonx backend cannot {what} a tuning run: watsonx.ai keeps no checkpoints of a "
+    "run (it runs to the end on the service; wait on it again with Tuner.attach). Tune with "
+    "the local backend (LocalClient) for checkpoints and resume."
+)
 
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 DEFAULT_LIMITS = httpx.Limits(
@@ -193,6 +199,11 @@ class WatsonxClient:
         """False: watsonx.ai takes no validation data and has no early stopping."""
         return False
 
+    @property
+    def supports_checkpoints(self) -> bool:
+        """False: watsonx.ai keeps no checkpoints of a tuning run to list, deploy or resume."""
+        return False
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
         """A client configured from the `WATSONX_*` environment variables (and `overrides`)."""
@@ -252,6 +263,21 @@ class WatsonxClient:
 
     async def delete_tuning_run(self, run_id: str) -> None:
         await self._tuning.delete_tuning_run(run_id)
+
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """Always `UnsupportedFeatureError`: the service keeps no checkpoints."""
+        raise UnsupportedFeatureError(_NO_CHECKPOINTS.format(what="list the checkpoints of"))
+
+    async def resume_tuning(
+        self,
+        run_id: str,
+        *,
+        base_model: str | None = None,
+        parameters: PromptTuningParameters | None = None,
+    ) -> TuningRun:
+        """Always `UnsupportedFeatureError`: a service run is never interrupted by this
+        program (wait on it again with `Tuner.attach`), and has no checkpoints to go on from."""
+        raise UnsupportedFeatureError(_NO_CHECKPOINTS.format(what="resume"))
 
     # --- ServingBackend ---------------------------------------------------------------------
 
