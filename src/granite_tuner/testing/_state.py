@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._ratelimit import TokenBucket
+from ._ratelimit import ServiceLimit
 
 TrainingState = Literal["queued", "running", "completed", "failed", "canceled"]
 DeploymentState = Literal["initializing", "ready", "failed"]
@@ -368,7 +368,7 @@ class Store:
         self.deployments: dict[str, DeploymentRecord] = {}
         self.requests: list[RecordedRequest] = []
         self.iam_exchanges = 0
-        self.bucket = TokenBucket()
+        self.rate_limit = ServiceLimit()
         self._ids = random.Random(seed)  # noqa: S311 - seeded so test runs repeat
 
     def new_id(self) -> str:
