@@ -7,6 +7,7 @@ import pytest
 
 from granite_tuner.testing import FakeWatsonx
 from granite_tuner.testing._ratelimit import (
+    Admission,
     FixedWindow,
     ServiceLimit,
     SlidingWindow,
@@ -18,7 +19,7 @@ from .test_fake_generation import generate
 from .workflow import error_code
 
 
-def admitted(algorithm: SlidingWindow | FixedWindow | TokenBucket, times: list[float]) -> str:
+def admitted(algorithm: Admission, times: list[float]) -> str:
     """'+' for each request admitted at these times, '-' for each refused."""
     return "".join("+" if algorithm.take(t).allowed else "-" for t in times)
 
