@@ -69,7 +69,7 @@ _LATENCY_WEIGHT = 0.2
 # The margin over the service's window: the spread of recent round trips (all but the longest
 # of the last `_LATENCY_SAMPLES`, over the shortest), within these bounds.
 _LATENCY_SAMPLES = 64
-_SPREAD_FACTOR = 1.5
+_SPREAD_FACTOR = 1.25
 _MIN_MARGIN = 0.01
 _MAX_LEARNED_MARGIN = 0.05
 _DEFAULT_MARGIN = 0.02
