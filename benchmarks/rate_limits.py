@@ -225,7 +225,9 @@ def run_sprinkled(faults: bool) -> Outcome:
     )
 
 
-def run_mode(mode: str, scenarios: list[Scenario], told: list[bool], args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def run_mode(
+    mode: str, scenarios: list[Scenario], told: list[bool], args: argparse.Namespace
+) -> None:
     """Every chosen scenario of one mode, as JSON lines on stdout."""
     for scenario in scenarios:
         for is_told in told:
