@@ -22,7 +22,10 @@ Scenarios (from issue 16):
              Retry-After; the default `RateLimiter()`, against the same run without faults.
 
 The three modes run in parallel processes (each runs its scenarios one after the other), so
-the whole run takes about as long as one mode; `--jobs 1` runs them one after the other.
+the whole run takes about as long as one mode (~3 minutes). On a small machine the processes
+compete for the CPU, which spreads arrival times and costs a few per cent in the slow
+scenario; `--jobs 1` runs them one after the other (~9 minutes a run), as the figures in
+docs/benchmarks.md were measured.
 """
 
 from __future__ import annotations

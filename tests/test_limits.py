@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from granite_tuner import ConfigurationError, RateLimiter
-from granite_tuner._limit_learning import INITIAL_ALLOWANCE
+from granite_tuner._limit_learning import INITIAL_ALLOWANCE, Learner, LimitModel, model_from_rate
 from granite_tuner.testing._ratelimit import new_admission
 from tests.limiter_sim import START, Service, Simulation, most_in_one_second
 
@@ -234,3 +234,133 @@ def test_random_429s_that_do_not_follow_the_rate_do_not_slow_it_down() -> None:
     assert limiter._learner.noise > 0.05  # ...and the background share remembered
     # Requests hardly ever waited for the pacing (the retries' backoff is the retry policy's).
     assert outcome.waited / outcome.requests < 0.01
+
+
+# --- the evidence, on a clock of the test's own -----------------------------------------------
+
+
+def test_a_lower_remaining_figure_needs_a_second_sighting() -> None:
+    learner = Learner(None)
+    learner.on_remaining(0.0, 8, fresh=True)
+    assert learner.estimate == 8
+    learner.on_remaining(1.0, 6, fresh=False)  # once: perhaps a late arrival counted twice
+    assert learner.estimate == 8
+    learner.on_remaining(2.0, 7, fresh=False)  # twice within 3 s: the higher of the two
+    assert learner.estimate == 7
+    learner.on_remaining(10.0, 5, fresh=False)
+    learner.on_remaining(14.0, 5, fresh=False)  # too far apart
+    assert learner.estimate == 7
+    learner.on_remaining(50.0, 9, fresh=False)  # 30 s and more without a 7: creep up by one
+    assert learner.estimate == 8
+
+
+def test_told_the_rate_remaining_figures_change_nothing() -> None:
+    learner = Learner(8.0)
+    learner.on_remaining(0.0, 3, fresh=True)
+    assert learner.estimate is None
+    assert learner.model(initial=False) == LimitModel(8, 1.0, "told")
+
+
+def test_rates_become_whole_requests_per_window() -> None:
+    assert model_from_rate(2.5, "told") == LimitModel(2, 1.0, "told")
+    assert model_from_rate(0.5, "told") == LimitModel(1, 2.0, "told")
+    assert Learner(None).model(initial=True) == LimitModel(INITIAL_ALLOWANCE, 1.0, "initial")
+    assert Learner(None).model(initial=False) is None
+
+
+def rate_limited(learner: Learner, now: float, model: LimitModel | None, **kwargs: object) -> bool:
+    learner.on_answer(now, 429)
+    settings: dict[str, object] = {
+        "admitted": 8,
+        "young": False,
+        "says_empty": True,
+        "explained": True,
+        "in_burst": False,
+        "history": 5.0,
+        "model": model,
+        "window": 1.02,
+    }
+    settings.update(kwargs)
+    return learner.on_rate_limited(now, **settings)  # type: ignore[arg-type]
+
+
+def test_a_429_within_a_told_limit_widens_the_margin_once_per_window() -> None:
+    learner = Learner(8.0)
+    told = learner.model(initial=False)
+    assert rate_limited(learner, 10.0, told)
+    assert learner.extra_margin == pytest.approx(0.02)
+    assert not rate_limited(learner, 10.5, told)  # the same window: counted, nothing more
+    for t in (10.6, 10.7, 10.8, 10.9, 11.0, 11.1):
+        learner.on_answer(t, 200)
+    assert not learner.review(12.5, window=1.02, latency=0.15)  # 429s did get rarer: kept
+    assert learner.extra_margin == pytest.approx(0.02)
+    assert rate_limited(learner, 12.6, told, admitted=3)  # well below the limit:
+    assert learner.learned == 5  # held lower, but by at most 30 % at once (8 -> 5.6)
+
+
+def test_a_tightening_that_changes_nothing_is_undone_and_remembered_as_noise() -> None:
+    learner = Learner(None)
+    learned = LimitModel(100, 1.0, "learned")
+    learner.learned = 100
+    for t in range(10):
+        learner.on_answer(t / 10, 200)
+    assert rate_limited(learner, 1.0, learned, admitted=90, explained=False, says_empty=False)
+    assert learner.learned == 90
+    for n in range(20):  # as many 429s afterwards as before
+        learner.on_answer(1.1 + n / 100, 429 if n % 5 == 0 else 200)
+    assert learner.review(3.0, window=1.02, latency=0.0)
+    assert learner.learned == 100
+    assert learner.noise == pytest.approx(0.2)
+    for t in range(8):  # now a bare 429 at that background share is ignored
+        learner.on_answer(3.5 + t / 10, 200)
+    assert not rate_limited(learner, 4.5, learned, explained=False, says_empty=False)
+    assert learner.learned == 100
+
+
+def test_a_bare_429_needs_a_few_answers_before_it_says_anything() -> None:
+    learner = Learner(None)
+    assert not rate_limited(learner, 0.1, None, explained=False, says_empty=False)
+    assert learner.learned is None
+
+
+def test_with_nothing_known_the_admitted_count_becomes_the_limit() -> None:
+    learner = Learner(None)
+    assert rate_limited(learner, 1.0, LimitModel(2, 1.0, "initial"), admitted=8, young=True)
+    assert learner.learned == 8  # the service said it was empty: that is the count
+    other = Learner(None)
+    assert rate_limited(other, 0.2, None, admitted=20, young=True, says_empty=False, history=0.2)
+    assert other.learned == 100  # 20 in a fifth of a second, with no word of being empty
+
+
+def test_a_learned_limit_probes_upwards_and_backs_off_after_a_failed_probe() -> None:
+    learner = Learner(None)
+    learner.learned = 8
+    learned = LimitModel(8, 1.0, "learned")
+    learner.note_held_back(10.0)
+    learner.on_success(10.0, model=learned, window=1.02)
+    assert learner.learned == 9  # held back, no 429 for a while: one more
+    probing = LimitModel(9, 1.0, "learned")
+    assert rate_limited(learner, 10.5, probing, admitted=9)
+    assert learner.learned == 8
+    for n in range(5):
+        learner.on_answer(10.6 + n / 10, 200)
+    assert not learner.review(12.0, window=1.02, latency=0.0)  # no 429 since: kept
+    learner.note_held_back(12.0)
+    learner.on_success(12.0, model=learned, window=1.02)
+    assert learner.learned == 8  # the next probe waits twice as long as the last one did...
+    learner.note_held_back(14.6)
+    learner.on_success(14.6, model=learned, window=1.02)
+    assert learner.learned == 9  # ...and then comes
+
+
+def test_a_refill_probe_that_gets_through_raises_the_limit() -> None:
+    learner = Learner(None)
+    learner.on_remaining(0.0, 2, fresh=True)
+    model = learner.model(initial=False)
+    assert learner.on_full(0.1, fresh=True)
+    learner.on_refill_probe(0.4, admitted=True, model=model)
+    assert learner.estimate == 3
+    assert learner.on_full(0.5, fresh=False)  # it got through: probe again when full
+    learner.on_refill_probe(0.8, admitted=False, model=learner.model(initial=False))
+    assert not learner.on_full(1.0, fresh=False)  # it did not: wait a long while
+    assert learner.estimate == 3

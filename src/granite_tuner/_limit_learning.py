@@ -7,9 +7,10 @@ reports every answer. The evidence, and what each piece may change:
 
 - ``told``: the caller's `requests_per_second`; never exceeded.
 - ``header``: ``x-requests-limit-rate`` from the service.
-- ``remaining``: the smallest ``x-requests-limit-remaining`` + our own recent sends; raised by
-  one after `RAISE_AFTER` seconds without a figure that low (the limit may have grown, or
-  another client may have stopped sharing it).
+- ``remaining``: the smallest ``x-requests-limit-remaining`` + our own recent sends (seen
+  twice); raised by one after `RAISE_AFTER` seconds without a figure that low (the limit may
+  have grown, or another client may have stopped sharing it), and by half when a request sent
+  early after the service said it was full got through (it refills faster than a window).
 - ``learned``: from 429s; probed one higher after a quiet spell that doubles after each
   probe that failed.
 
@@ -318,7 +319,8 @@ class Learner:
             return False
         self._check = None
         share = check.rejected / answered if answered else 0.0
-        if answered >= MIN_EVIDENCE and share > 0 and share >= NO_BETTER * check.share:
+        # One stray 429 since is no pattern: it takes two to call a tightening useless.
+        if answered >= MIN_EVIDENCE and check.rejected >= 2 and share >= NO_BETTER * check.share:
             # 429s did not get rarer: they do not follow our pace. Undo, and remember them.
             self.learned = check.before.learned
             self.extra_margin = check.before.extra_margin

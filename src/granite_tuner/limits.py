@@ -11,25 +11,31 @@ log's last ``n`` sends all lie at least one window back, where
 - the window is one second (``n / rate`` when the rate is under one a second) **plus a
   margin** for the spread of arrival times: a request that leaves at ``t`` reaches the
   service at ``t`` plus a one-way latency that varies, and the service counts arrivals. The
-  margin is learned from the spread of the latencies seen (1 % to 5 % of the window), and
-  widened for a while after a 429 that came although the log was within the limit.
+  margin is learned from the spread of round trips (1 % to 5 % of the window), and widened
+  for a while after a 429 that came although the log was within the limit. An answered
+  request counts as arriving as much later as its round trip was longer than the fastest; one
+  that opened a new connection (more in flight than ever before) as arriving up to 100 ms
+  later, for the handshakes.
 
 Requests may leave together (up to ``burst``, by default the whole ``n``), as every one of
 those algorithms allows a full window's worth at once; after such a 429 the limiter halves
 the bursts it sends, in case the service's bucket is smaller than a second's worth.
 
-Told no rate, the limiter learns one (`_Learner` keeps the evidence):
+Told no rate, the limiter learns one (`granite_tuner._limit_learning` keeps the evidence):
 
 - from ``x-requests-limit-rate`` when the service sends it;
 - from ``x-requests-limit-remaining``: an answer saying ``r`` requests remain, to a request
-  that left when ``k`` of ours had left within the second, says the limit is about ``r + k``
-  (the smallest such figure is kept; it creeps up again only after 30 quiet seconds);
+  whose window held ``k`` of ours, says the limit is about ``r + k`` (the smallest figure seen
+  twice is kept; it creeps up again after 30 quiet seconds). ``r`` less ours in flight since
+  may also leave at once (credit), and when the service says it is full one request is sent
+  early to see whether it refills faster than a window (a bucket with a small burst);
 - from 429s: the requests of ours the service admitted in the second before the refused one
   is the limit the service holds us to; after that it probes one request higher, waiting twice
   as long after each probe that failed, so it settles instead of swinging.
 
 Until the first answer comes back only two requests leave (the smallest limit watsonx.ai
-plans have); then, with nothing learned, the service's 429s are the only brake.
+plans have), so the first answers' headers tell the limit before a burst runs into it; with
+nothing learned from them, the service's 429s are the only brake.
 
 **A single 429 does not stop every caller.** It tightens the pacing once per window at most
 (wider margin, smaller bursts, or a lower learned limit), and only an explicit
