@@ -138,6 +138,20 @@ async def test_a_cancelled_wait_leaves_nothing_held() -> None:
     assert limiter.stats.granted == 1
 
 
+async def test_a_request_that_failed_frees_its_place_but_teaches_no_latency() -> None:
+    limiter = RateLimiter(requests_per_second=100, max_concurrency=1)
+    with pytest.raises(OSError):
+        async with limiter.slot():
+            raise OSError("connection reset")
+    assert limiter.stats.in_flight == 0
+    assert limiter.current_rate is not None
+    assert limiter.inflight_limit == 1
+    await _one_slot(limiter)  # the next request gets the place...
+    assert limiter.stats.granted == 2
+    assert limiter._latency is not None  # ...and only its answer sets the latency
+    assert limiter._log[0].rtt is None
+
+
 def test_in_flight_follows_rate_times_latency_when_no_concurrency_is_given() -> None:
     limiter = RateLimiter(requests_per_second=8.0)
     assert limiter.inflight_limit == 256  # before any latency is known, the pacing paces
@@ -197,10 +211,18 @@ def test_not_told_it_learns_every_algorithms_limit_and_holds_it(mode: str) -> No
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_slow_model_gets_the_whole_rate(mode: str) -> None:
-    for told, least in ((True, 0.95), (False, 0.90)):
+    # Far above the share a fixed pool of 8 would get (8 / (8 x 1.5 s) = 0.67). Not the
+    # benchmark's targets: one arrival-jitter 429 whose `Retry-After: 1` is honoured pauses
+    # every caller for a second, 1/25 of this run, and whether that happens depends on the
+    # simulation's seed (the figures come from benchmarks/rate_limits.py).
+    for told, least in ((True, 0.90), (False, 0.85)):
         simulation, share = simulate(mode, told=told, latency=1.5, workers=16)
-        assert simulation.outcome.lost == 0
+        outcome = simulation.outcome
+        assert outcome.lost == 0
+        assert outcome.share_429 <= 0.01
         assert share >= least
+        if told:
+            assert most_in_one_second(outcome.sends) <= 8
 
 
 def test_without_limit_headers_429s_teach_the_limit() -> None:

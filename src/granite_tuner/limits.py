@@ -72,10 +72,11 @@ _INFLIGHT_HEADROOM = 1.25
 _MAX_ADAPTIVE_INFLIGHT = 256
 # Weight of the newest latency in the moving average that sizes the in-flight limit.
 _LATENCY_WEIGHT = 0.2
-# The margin over the service's window: the spread of recent round trips (all but the longest
-# of the last `_LATENCY_SAMPLES`, over the shortest), within these bounds.
+# The margin over the service's window: the spread of recent round trips (the second longest
+# of the last `_LATENCY_SAMPLES` less the shortest), within these bounds. A request cannot reach
+# the service later, relative to when it left, than its round trip is longer than the
+# fastest, so that spread bounds how much closer two arrivals are than their departures.
 _LATENCY_SAMPLES = 64
-_SPREAD_FACTOR = 1.25
 _MIN_MARGIN = 0.01
 _MAX_LEARNED_MARGIN = 0.05
 _DEFAULT_MARGIN = 0.02
@@ -260,17 +261,23 @@ class RateLimiter:
             await concurrency.acquire_on_behalf_of(borrower)
         try:
             sent = await self._leave()
+            failed = True
             try:
                 yield sent
+                failed = False
             finally:
-                self._finished(sent, self._clock())
+                self._finished(sent, self._clock(), failed=failed)
         finally:
             if concurrency is not None:
                 concurrency.release_on_behalf_of(borrower)
 
-    def _finished(self, sent: SentRequest, now: float) -> None:
-        """A request's answer came back (or it failed): free its place, learn its latency."""
+    def _finished(self, sent: SentRequest, now: float, *, failed: bool = False) -> None:
+        """A request's answer came back: free its place, learn its latency. One that `failed`
+        (the body raised: no answer, a timeout, a cancellation) says nothing about the
+        service's latency and only frees its place."""
         self.stats.in_flight -= 1
+        if failed:
+            return
         self._answered += 1
         sent.rtt = now - sent.at
         if self._prims.latencies:
@@ -369,10 +376,10 @@ class RateLimiter:
             self._latency += _LATENCY_WEIGHT * (seconds - self._latency)
         samples.append(seconds)
         if len(samples) >= 4:
-            # The second longest (one odd hiccup does not set the margin) over the shortest,
-            # half as much again: a burst's last arrival against the next burst's first.
+            # The second longest (one odd hiccup does not set the margin) less the shortest:
+            # how much later than a fast one a slow request may reach the service.
             ordered = sorted(samples)
-            self._spread = _SPREAD_FACTOR * (ordered[-2] - ordered[0])
+            self._spread = ordered[-2] - ordered[0]
 
     # --- what the service said --------------------------------------------------------------
 
