@@ -4,8 +4,10 @@ The limiter runs on the simulation's clock (no event loop, no sleeping), so a wh
 against each of the fake's rate-limit algorithms takes milliseconds and comes out the same on
 every run. It plays what `WatsonxClient` + `Evaluator` do: ``workers`` items in progress, each
 taking a limiter slot (an in-flight place, then its turn to leave) per attempt, reporting the
-answer with `observe`, and retrying a 429 after its ``Retry-After`` or an exponential backoff,
-up to ``max_attempts``. Requests reach the service after a one-way delay with some jitter.
+answer with `observe`, and retrying a 429 as the package's one retry policy decides
+(`granite_tuner._retry.decide`: after its ``Retry-After``, or a backoff whose jitter comes from
+the simulation's seeded generator), up to ``max_attempts``. Requests reach the service after
+a one-way delay with some jitter.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from granite_tuner._retry import Attempt, RetryPolicy, decide
+from granite_tuner.errors import RateLimitError
 from granite_tuner.limits import RateLimiter, SentRequest
 from granite_tuner.testing._ratelimit import Admission
 
@@ -86,7 +90,10 @@ class Simulation:
         self._order = itertools.count()
         self._todo = deque(_Item(n) for n in range(items))
         self._workers = workers
-        self._max_attempts = max_attempts
+        # The policy's own jitter would draw from the global generator: the simulation draws
+        # it from its seeded one instead, so that a run comes out the same every time.
+        self._policy = RetryPolicy(max_attempts=max_attempts, jitter=0.0)
+        self._jitter = RetryPolicy().jitter
         self._places = 0  # in-flight places held (waiting for the turn, or in flight)
         self._want_place: deque[_Item] = deque()
         self._want_turn: deque[_Item] = deque()
@@ -184,15 +191,21 @@ class Simulation:
             self.outcome.completed += 1
             self.outcome.seconds = self.now - START
             self._next_item()
-        elif item.attempts >= self._max_attempts:
-            self.outcome.lost += 1
-            self._next_item()
         else:
             self.outcome.rate_limited += 1
-            wait = headers.get("retry_after")
-            if wait is None:  # the retry policy's backoff: 0.5 s doubling, minus jitter
-                wait = min(8.0, 0.5 * 2 ** (item.attempts - 1)) * (1 - 0.25 * self._rng.random())
-            self._at(self.now + wait, lambda: self._ask(item))
+            retry_after = headers.get("retry_after")
+            refused = RateLimitError("429", status_code=429, retry_after=retry_after)
+            decision = decide(
+                self._policy, Attempt(number=item.attempts, error=refused, repeatable=True)
+            )
+            if decision.action == "give_up":
+                self.outcome.lost += 1
+                self._next_item()
+            else:
+                wait = decision.delay
+                if retry_after is None:
+                    wait *= 1 - self._jitter * self._rng.random()
+                self._at(self.now + wait, lambda: self._ask(item))
         self._grant()
 
 
