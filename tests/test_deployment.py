@@ -23,7 +23,9 @@ from granite_tuner import (
 from granite_tuner.backends.base import SERVING_NAME_PATTERN
 from granite_tuner.deployment import make_serving_name
 from granite_tuner.testing import FakeWatsonx, ServerHandle
+from granite_tuner.testing._ratelimit import RateLimitMode
 from tests.fakes import completed_model_id, watsonx_client
+from tests.limiter_sim import most_in_one_second
 
 pytestmark = pytest.mark.anyio
 
@@ -177,18 +179,23 @@ async def test_generation_parameters_reach_the_service(
     }
 
 
+@pytest.mark.parametrize("mode", ["token_bucket", "sliding_window", "fixed_window"])
 async def test_a_client_rate_limit_keeps_generation_under_the_service_limit(
-    fake: FakeWatsonx, server: ServerHandle
+    fake: FakeWatsonx, server: ServerHandle, mode: RateLimitMode
 ) -> None:
     fake.rate_limit = 20.0
+    fake.rate_limit_mode = mode
     limiter = RateLimiter(requests_per_second=20.0, max_concurrency=8)
     async with make_client(fake, server, limiter) as client, anyio.create_task_group() as tg:
-        for n in range(40):
+        for n in range(30):
             tg.start_soon(partial(client.generate, f"prompt {n}", model_id=BASE_MODEL))
     statuses = [r.status for r in fake.requests if r.path == "/ml/v1/text/generation"]
-    assert statuses.count(200) == 40
-    assert 429 not in statuses
+    assert statuses.count(200) == 30
+    # No "429 not in statuses": the service counts arrivals, which a loaded machine can bunch
+    # closer than the margin; what the limiter guarantees is its own send log, checked below.
+    assert limiter.stats.rate_limited == statuses.count(429)
     assert limiter.stats.max_in_flight <= 8
+    assert most_in_one_second(limiter.sent_times()) <= 20
 
 
 async def test_without_a_configured_rate_429s_are_absorbed_and_nothing_is_lost(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 from granite_tuner import (
@@ -19,6 +20,7 @@ from granite_tuner import (
 )
 from granite_tuner.testing import FakeWatsonx, Fault, GenerationCall, ServerHandle
 from tests.fakes import completed_model_id, watsonx_client
+from tests.limiter_sim import most_in_one_second
 
 pytestmark = pytest.mark.anyio
 
@@ -139,3 +141,27 @@ async def test_an_item_that_keeps_failing_is_recorded_not_dropped(
     assert failed.error_type == "ServerError"
     assert failed.attempts == 2
     assert report.metrics.counts.failed == 1
+
+
+async def test_two_evaluations_sharing_a_client_share_its_one_limiter(
+    fake: FakeWatsonx, server: ServerHandle
+) -> None:
+    # Told 10 a second against a sliding window of 10: each evaluation alone may go that fast,
+    # so only one limiter for both keeps their sum under the limit.
+    fake.rate_limit = 10.0
+    fake.rate_limit_mode = "sliding_window"
+    limiter = RateLimiter(requests_per_second=10)
+    half = LabelledSet(examples=TEST_SET.examples[:12], source="<test>")
+    async with make_client(fake, server, limiter=limiter) as client:
+        assert client.rate_limiter is limiter
+        async with anyio.create_task_group() as tg:
+            for name in ("first", "second"):
+                tg.start_soon(_evaluate, client, half, name)
+    generations = [r for r in fake.requests if r.path.endswith("/text/generation")]
+    assert limiter.stats.granted == len(generations) >= 24  # every request took its slot
+    assert most_in_one_second(limiter.sent_times()) <= 10
+
+
+async def _evaluate(client: WatsonxClient, examples: LabelledSet, name: str) -> None:
+    report = await Evaluator(client, max_concurrency=8).evaluate(examples, BASE_MODEL, name=name)
+    assert report.metrics.counts.completed == len(examples)

@@ -377,6 +377,21 @@ async def test_retry_after_is_the_wait_chosen(caplog: pytest.LogCaptureFixture) 
     assert any("in 0.01 s" in r.getMessage() for r in caplog.records)
 
 
+async def test_generation_answers_feed_the_rate_headers_to_the_limiter() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"x-requests-limit-rate": "4", "x-requests-limit-remaining": "oops"}
+        return httpx.Response(200, headers=headers, json={"results": [{"generated_text": "1"}]})
+
+    async with make_client(handler) as client:
+        await client.generation.generate("x", model_id="m")
+        limiter = client.rate_limiter
+        assert limiter._learner.rate_header == 4.0  # a stated rate is held to...
+        assert limiter._learner.estimate is None  # ...and an unreadable figure ignored
+        assert limiter.sent_times()
+        assert limiter.current_rate is not None
+        assert limiter.current_rate <= 4.0
+
+
 def test_retry_after_formats() -> None:
     assert parse_retry_after({"retry-after": "2"}) == 2.0
     assert parse_retry_after({"retry-after": "1.5"}) == 1.5

@@ -12,6 +12,7 @@ from typing import Literal
 from ._app import FakeApp
 from ._faults import FaultSet
 from ._models import FakeModel, default_models
+from ._ratelimit import RATE_LIMIT_MODES, RateLimitMode
 from ._server import ServerHandle, serve_in_thread
 from ._state import (
     AssetRecord,
@@ -40,8 +41,14 @@ class FakeWatsonx:
         token_lifetime: seconds an issued token is valid (its JWT ``exp``).
         models: the foundation models served (default: :func:`default_models`).
         generation_latency: seconds slept before answering each text-generation request.
-        rate_limit: text-generation requests per second (token bucket); None: unlimited.
-        rate_limit_burst: bucket capacity (default: ``ceil(rate_limit)``).
+        rate_limit: text-generation requests per second; None: unlimited.
+        rate_limit_mode: how requests are counted: ``token_bucket``, ``sliding_window`` (one
+            second per admitted request) or ``fixed_window`` (whole wall-clock seconds); see
+            ``_ratelimit``.
+        rate_limit_burst: bucket capacity of ``token_bucket`` (default: ``ceil(rate_limit)``).
+        rate_limit_headers: which ``x-requests-limit-*`` headers answers carry under a limit:
+            ``remaining`` (as watsonx.ai is seen to send), ``all`` (also
+            ``x-requests-limit-rate``, the limit in requests per second) or ``none``.
         send_retry_after: send ``Retry-After`` (whole seconds, >= 1) with a 429.
         training_polls: a training reaches its end state on its Nth status GET.
         training_outcome: ``completed`` or ``failed``.
@@ -64,7 +71,9 @@ class FakeWatsonx:
         models: Sequence[FakeModel] | None = None,
         generation_latency: float = 0.0,
         rate_limit: float | None = None,
+        rate_limit_mode: RateLimitMode = "token_bucket",
         rate_limit_burst: int | None = None,
+        rate_limit_headers: Literal["remaining", "all", "none"] = "remaining",
         send_retry_after: bool = True,
         training_polls: int = 2,
         training_outcome: Literal["completed", "failed"] = "completed",
@@ -82,7 +91,13 @@ class FakeWatsonx:
         self.models: list[FakeModel] = list(models) if models is not None else default_models()
         self.generation_latency = generation_latency
         self.rate_limit = rate_limit
+        if rate_limit_mode not in RATE_LIMIT_MODES:
+            raise ValueError(f"rate_limit_mode must be one of {RATE_LIMIT_MODES}")
+        self.rate_limit_mode: RateLimitMode = rate_limit_mode
         self.rate_limit_burst = rate_limit_burst
+        if rate_limit_headers not in ("remaining", "all", "none"):
+            raise ValueError("rate_limit_headers must be 'remaining', 'all' or 'none'")
+        self.rate_limit_headers: Literal["remaining", "all", "none"] = rate_limit_headers
         self.send_retry_after = send_retry_after
         self.training_polls = training_polls
         self.training_outcome: Literal["completed", "failed"] = training_outcome

@@ -1,10 +1,11 @@
 """Text generation (protocol §9): the base-model and the deployment endpoints.
 
 The answer comes from ``fake.answer(call)`` or, by default, :func:`default_answer`. Both
-endpoints share one rate limit (``fake.rate_limit``, see ``_ratelimit``): a request over it
-gets 429 with ``x-requests-limit-remaining: 0`` (and ``Retry-After`` unless
-``fake.send_retry_after`` is off); every 200 carries ``x-requests-limit-remaining`` when a
-limit is set.
+endpoints share one rate limit (``fake.rate_limit``, counted as ``fake.rate_limit_mode``
+says, see ``_ratelimit``): a request over it gets 429 with ``x-requests-limit-remaining: 0``
+(and ``Retry-After`` unless ``fake.send_retry_after`` is off); every 200 carries
+``x-requests-limit-remaining`` when a limit is set (``fake.rate_limit_headers`` chooses these
+headers).
 """
 
 from __future__ import annotations
@@ -33,15 +34,25 @@ def default_answer(call: GenerationCall) -> str:
 
 
 def _rate_limit(fake: FakeView) -> dict[str, str]:
-    """Take a token; the headers for a 200, or ApiError(429) when the bucket is empty."""
+    """Count the request; the headers for a 200, or ApiError(429) when over the limit."""
     rate = fake.rate_limit
     if rate is None:
         return {}
     with fake._store.lock:
-        decision = fake._store.bucket.take(rate, fake.rate_limit_burst, time.monotonic())
+        decision = fake._store.rate_limit.take(
+            fake.rate_limit_mode,
+            rate,
+            fake.rate_limit_burst,
+            monotonic=time.monotonic(),
+            wall=time.time(),
+        )
+    headers: dict[str, str] = {}
+    if fake.rate_limit_headers != "none":
+        headers["x-requests-limit-remaining"] = str(decision.remaining)
+    if fake.rate_limit_headers == "all":
+        headers["x-requests-limit-rate"] = f"{rate:g}"
     if decision.allowed:
-        return {"x-requests-limit-remaining": str(decision.remaining)}
-    headers = {"x-requests-limit-remaining": "0"}
+        return headers
     if fake.send_retry_after:
         headers["retry-after"] = str(decision.retry_after)
     raise ApiError(

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from granite_tuner.backends.base import DeploymentState
 from granite_tuner.runs import TrainingState
 
-from ._ratelimit import TokenBucket
+from ._ratelimit import ServiceLimit
 
 
 def iso(timestamp: float) -> str:
@@ -368,7 +368,7 @@ class Store:
         self.deployments: dict[str, DeploymentRecord] = {}
         self.requests: list[RecordedRequest] = []
         self.iam_exchanges = 0
-        self.bucket = TokenBucket()
+        self.rate_limit = ServiceLimit()
         self._ids = random.Random(seed)  # noqa: S311 - seeded so test runs repeat
 
     def new_id(self) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from ._faults import FaultSet
     from ._models import FakeModel
+    from ._ratelimit import RateLimitMode
     from ._state import GenerationCall, Store
     from ._tokens import TokenIssuer
 
@@ -28,7 +29,9 @@ class FakeView(Protocol):
     models: list[FakeModel]
     generation_latency: float
     rate_limit: float | None
+    rate_limit_mode: RateLimitMode
     rate_limit_burst: int | None
+    rate_limit_headers: Literal["remaining", "all", "none"]
     send_retry_after: bool
     training_polls: int
     training_outcome: Literal["completed", "failed"]

@@ -14,6 +14,7 @@ Every call of the client goes through `Transport.request_json` or `request_no_co
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from granite_tuner.backends.watsonx._responses import (
 )
 from granite_tuner.backends.watsonx.auth import Authenticator
 from granite_tuner.errors import APIError, NotFoundError, UnexpectedResponseError
-from granite_tuner.limits import RateLimiter
+from granite_tuner.limits import RateLimiter, SentRequest
 
 __all__ = ["Transport"]
 
@@ -186,9 +187,9 @@ class Transport:
         started = time.perf_counter()
         try:
             if call.rate_limited:
-                async with self.limiter.slot():
+                async with self.limiter.slot() as sent:
                     response = await self._exchange(call, headers)
-                self._report_to_limiter(response)
+                self._report_to_limiter(response, sent)
             else:
                 response = await self._exchange(call, headers)
         except httpx.HTTPError as exc:
@@ -218,16 +219,18 @@ class Transport:
             call.method, call.url, params=call.query, json=call.body, headers=headers
         )
 
-    def _report_to_limiter(self, response: httpx.Response) -> None:
-        """Feed the service's rate signals back to the limiter."""
-        remaining_header = response.headers.get("x-requests-limit-remaining")
-        try:
-            remaining = int(remaining_header) if remaining_header is not None else None
-        except ValueError:
-            remaining = None
-        retry_after = parse_retry_after(response.headers) if response.status_code == 429 else None
+    def _report_to_limiter(self, response: httpx.Response, sent: SentRequest) -> None:
+        """Feed the service's rate signals back to the limiter, matched to the request."""
+        headers = response.headers
+        remaining = _header_number(headers.get("x-requests-limit-remaining"))
+        rate = _header_number(headers.get("x-requests-limit-rate"))
+        retry_after = parse_retry_after(headers) if response.status_code == 429 else None
         self.limiter.observe(
-            status=response.status_code, remaining=remaining, retry_after=retry_after
+            status=response.status_code,
+            remaining=None if remaining is None else int(remaining),
+            retry_after=retry_after,
+            limit_rate=rate,
+            sent=sent,
         )
 
     async def put_bytes(self, url: str, content: bytes, *, operation: str) -> None:
@@ -242,3 +245,14 @@ class Transport:
                 raise status_error(response, operation=operation)
 
         await run_with_retries(self.retry, attempt, description=operation)
+
+
+def _header_number(value: str | None) -> float | None:
+    """A rate-limit header as a number; None when absent or not a finite number >= 0."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
