@@ -2,48 +2,74 @@
 
 No latency and no rate limit on the fake server, 32 requests in flight, 5,000 prompts: the
 Evaluator (client, retries, limiter, parsing, per-item bookkeeping) against a bare
-`httpx.AsyncClient` loop POSTing the same generation requests with 32 workers. Both run in
-this process against the same kind of server; the ratio is what our layers leave of it.
+`httpx.AsyncClient` loop POSTing the same generation requests with 32 workers.
 
-    .venv/bin/python benchmarks/evaluator_overhead.py [--prompts 5000] [--concurrency 32]
+The fake watsonx.ai server runs in a process of its own (this script started with `--serve`),
+so this process holds only the client under test: its cost is what the ratio measures, not
+the server's work sharing the interpreter. The rounds alternate which side goes first; each
+round gives one ratio Evaluator / bare httpx (requests/s), and the median and range of those
+ratios are printed.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py [--prompts 5000]
+        [--concurrency 32] [--rounds 5]
+    PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py --profile   # cProfile of
+        # the Evaluator's side only, top functions by own time
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
+import pstats
 import ssl
+import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 import httpx
 
 from granite_tuner import Evaluator, Example, RateLimiter, WatsonxClient
 from granite_tuner.backends.watsonx._endpoints import API_VERSION
-from granite_tuner.testing import FakeWatsonx
 
 BASE_MODEL = "ibm/granite-13b-instruct-v2"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    token: str
+    project_id: str
+    ca: str
 
 
 def prompt(n: int) -> str:
     return f"Comment: review number {n} of the groomer.\nSatisfaction:\n"
 
 
-async def bare_httpx(
-    url: str, token: str, project_id: str, ca: str, count: int, workers: int
-) -> float:
+async def bare_httpx(server: Server, count: int, workers: int) -> float:
     """Requests/s of a plain worker pool posting generation requests."""
     send, receive = anyio.create_memory_object_stream[int](workers)
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {server.token}"}
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
-    async with httpx.AsyncClient(verify=ca_context(ca), limits=limits) as http:
+    verify = ssl.create_default_context(cafile=server.ca)
+    async with httpx.AsyncClient(verify=verify, limits=limits) as http:
 
         async def worker() -> None:
             async with receive.clone() as items:
                 async for n in items:
                     response = await http.post(
-                        f"{url}/ml/v1/text/generation",
+                        f"{server.url}/ml/v1/text/generation",
                         params={"version": API_VERSION},
-                        json={"model_id": BASE_MODEL, "input": prompt(n), "project_id": project_id},
+                        json={
+                            "model_id": BASE_MODEL,
+                            "input": prompt(n),
+                            "project_id": server.project_id,
+                        },
                         headers=headers,
                     )
                     response.raise_for_status()
@@ -60,19 +86,13 @@ async def bare_httpx(
         return count / (time.perf_counter() - started)
 
 
-def ca_context(ca: str) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca)
-
-
-async def evaluator(
-    url: str, token: str, project_id: str, ca: str, count: int, workers: int
-) -> float:
+async def evaluator(server: Server, count: int, workers: int) -> float:
     """Requests/s of the Evaluator over the same requests."""
     async with WatsonxClient(
-        url=url,
-        token=token,
-        project_id=project_id,
-        verify=ca,
+        url=server.url,
+        token=server.token,
+        project_id=server.project_id,
+        verify=server.ca,
         rate_limiter=RateLimiter(max_concurrency=workers),
     ) as client:
         data = (Example(input=prompt(n), output="1") for n in range(count))
@@ -83,33 +103,100 @@ async def evaluator(
     return count / seconds
 
 
+Side = Callable[[Server, int, int], Awaitable[float]]
+
+
+def serve() -> None:
+    """`--serve`: run the fake on HTTPS until stdin closes; print where it listens first."""
+    from granite_tuner.testing import FakeWatsonx
+
+    fake = FakeWatsonx()
+    with fake.serve(tls=True) as handle:
+        assert handle.ca_cert_path is not None
+        where = Server(handle.url, fake.issue_token(), fake.project_id, handle.ca_cert_path)
+        print(json.dumps(where.__dict__), flush=True)
+        sys.stdin.read()  # until the parent closes the pipe (or exits)
+
+
+def start_server() -> tuple[subprocess.Popen[str], Server]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait()
+        raise SystemExit(f"the fake server did not start (exit code {process.returncode})")
+    return process, Server(**json.loads(line))
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    return (
+        f"{statistics.median(values):.{digits}f} "
+        f"[{min(values):.{digits}f}-{max(values):.{digits}f}]"
+    )
+
+
+def compare(server: Server, args: argparse.Namespace) -> None:
+    sides: dict[str, Side] = {"bare httpx": bare_httpx, "Evaluator": evaluator}
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    ratios: list[float] = []
+    for round_ in range(args.rounds):
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        this_round: dict[str, float] = {}
+        for name in order:
+            this_round[name] = anyio.run(sides[name], server, args.prompts, args.concurrency)
+            rates[name].append(this_round[name])
+        ratios.append(this_round["Evaluator"] / this_round["bare httpx"])
+        print(
+            f"round {round_ + 1} ({' first, '.join(order)} second): "
+            + ", ".join(f"{name} {rate:.1f} req/s" for name, rate in this_round.items())
+            + f", ratio {ratios[-1]:.2f}",
+            flush=True,
+        )
+    print(
+        f"{args.prompts} prompts, {args.concurrency} in flight, fake server in its own process, "
+        f"{args.rounds} alternating rounds; median [min-max]"
+    )
+    for name, values in rates.items():
+        print(f"{name:<11} {spread(values, 1)} requests/s")
+    print(f"ratio Evaluator / bare httpx: {spread(ratios)}")
+
+
+def profile(server: Server, args: argparse.Namespace) -> None:
+    anyio.run(evaluator, server, 200, args.concurrency)  # warm-up: imports, first schemas
+    profiler = cProfile.Profile()
+    profiler.enable()
+    rate = anyio.run(evaluator, server, args.prompts, args.concurrency)
+    profiler.disable()
+    print(f"Evaluator under cProfile: {rate:.1f} requests/s (profiling slows it down)")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--prompts", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="profile the Evaluator side")
+    parser.add_argument("--top", type=int, default=40, help="functions shown by --profile")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results: dict[str, float] = {}
-    for name, run in (("bare httpx", bare_httpx), ("Evaluator", evaluator)):
-        fake = FakeWatsonx()
-        with fake.serve(tls=True) as server:
-            assert server.ca_cert_path is not None
-            token = fake.issue_token()
-            results[name] = anyio.run(
-                run,
-                server.url,
-                token,
-                fake.project_id,
-                server.ca_cert_path,
-                args.prompts,
-                args.concurrency,
-            )
-        print(
-            f"{name:<11} {results[name]:8.1f} requests/s  "
-            f"({args.prompts} prompts, {args.concurrency} in flight)"
-        )
-    print(f"ratio Evaluator / bare httpx: {results['Evaluator'] / results['bare httpx']:.2f}")
+    if args.serve:
+        serve()
+        return
+    process, server = start_server()
+    try:
+        (profile if args.profile else compare)(server, args)
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(timeout=30)
 
 
 if __name__ == "__main__":
