@@ -13,8 +13,8 @@ fresh process (scikit-learn is imported when the first metrics are computed).
 
     PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py [--prompts 5000]
         [--concurrency 32] [--rounds 5]
-    PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py --profile evaluator   # or httpx:
-        # cProfile of one side only, top functions by own time
+    PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py --profile evaluator
+        # cProfile of one side only (evaluator or httpx), top functions by own time
 """
 
 from __future__ import annotations
