@@ -15,6 +15,9 @@ fresh process (scikit-learn is imported when the first metrics are computed).
         [--concurrency 32] [--rounds 5]
     PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py --profile evaluator
         # cProfile of one side only (evaluator or httpx), top functions by own time
+    PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py --in-memory
+        # no network at all: both sides on an httpx.MockTransport with a canned answer, so
+        # the ratio is the CPU cost of our layers against httpx's own request handling
 """
 
 from __future__ import annotations
@@ -46,6 +49,36 @@ class Server:
     token: str
     project_id: str
     ca: str
+    in_memory: bool = False
+
+
+#: What the fake answers a generation request (trimmed to the fields our client reads).
+CANNED = json.dumps(
+    {
+        "model_id": BASE_MODEL,
+        "created_at": "2026-12-05T00:00:00.000Z",
+        "results": [
+            {
+                "generated_text": "1",
+                "generated_token_count": 1,
+                "input_token_count": 12,
+                "stop_reason": "eos_token",
+            }
+        ],
+    }
+).encode()
+
+
+def canned(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=CANNED, headers={"content-type": "application/json"})
+
+
+def http_client(server: Server, limits: httpx.Limits | None = None) -> httpx.AsyncClient:
+    """The same kind of client for both sides: TLS to the fake, or the in-memory transport."""
+    if server.in_memory:
+        return httpx.AsyncClient(transport=httpx.MockTransport(canned))
+    verify = ssl.create_default_context(cafile=server.ca)
+    return httpx.AsyncClient(verify=verify, limits=limits or httpx.Limits())
 
 
 def prompt(n: int) -> str:
@@ -57,8 +90,7 @@ async def bare_httpx(server: Server, count: int, workers: int) -> float:
     send, receive = anyio.create_memory_object_stream[int](workers)
     headers = {"Authorization": f"Bearer {server.token}"}
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
-    verify = ssl.create_default_context(cafile=server.ca)
-    async with httpx.AsyncClient(verify=verify, limits=limits) as http:
+    async with http_client(server, limits) as http:
 
         async def worker() -> None:
             async with receive.clone() as items:
@@ -89,17 +121,21 @@ async def bare_httpx(server: Server, count: int, workers: int) -> float:
 
 async def evaluator(server: Server, count: int, workers: int) -> float:
     """Requests/s of the Evaluator over the same requests."""
+    memory = http_client(server) if server.in_memory else None
     async with WatsonxClient(
         url=server.url,
         token=server.token,
         project_id=server.project_id,
         verify=server.ca,
         rate_limiter=RateLimiter(max_concurrency=workers),
+        http_client=memory,
     ) as client:
         data = (Example(input=prompt(n), output="1") for n in range(count))
         started = time.perf_counter()
         report = await Evaluator(client, max_concurrency=workers).evaluate(data, BASE_MODEL)
         seconds = time.perf_counter() - started
+    if memory is not None:
+        await memory.aclose()
     assert report.metrics.counts.completed == count, report.metrics.counts
     return count / seconds
 
@@ -160,8 +196,9 @@ def compare(server: Server, args: argparse.Namespace) -> None:
             + f", ratio {ratios[-1]:.2f}",
             flush=True,
         )
+    where = "in-memory transport" if server.in_memory else "fake server in its own process"
     print(
-        f"{args.prompts} prompts, {args.concurrency} in flight, fake server in its own process, "
+        f"{args.prompts} prompts, {args.concurrency} in flight, {where}, "
         f"{args.rounds} alternating rounds; median [min-max]"
     )
     for name, values in rates.items():
@@ -193,14 +230,21 @@ def main() -> None:
         help="profile one side instead (cProfile, top functions by own time)",
     )
     parser.add_argument("--top", type=int, default=40, help="functions shown by --profile")
+    parser.add_argument(
+        "--in-memory", action="store_true", help="no server: both sides on an in-memory transport"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
+    run = profile if args.profile is not None else compare
+    if args.in_memory:
+        run(Server("https://watsonx.invalid", "t" * 32, "p-1", "", in_memory=True), args)
+        return
     process, server = start_server()
     try:
-        (profile if args.profile is not None else compare)(server, args)
+        run(server, args)
     finally:
         assert process.stdin is not None
         process.stdin.close()
