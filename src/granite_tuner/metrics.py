@@ -18,9 +18,6 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
 from granite_tuner.errors import ConfigurationError
 from granite_tuner.reports import (
     Counts,
@@ -145,6 +142,9 @@ def compute_metrics(
     says how many of the None predictions are failed calls rather than unparsed answers.
     `latencies` are the seconds of the answered calls.
     """
+    # scikit-learn (and numpy, scipy under it) cost about a second to import: only scoring pays it.
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     if len(y_true) != len(y_pred):
         raise ConfigurationError(
             f"y_true has {len(y_true)} items but y_pred has {len(y_pred)}; give one each."
@@ -230,6 +230,8 @@ def _unparsed_column(labels: Sequence[str]) -> str:
 def _scores(
     y_true: Sequence[str], y_pred: Sequence[str], labels: list[str], average: str
 ) -> Scores:
+    from sklearn.metrics import precision_recall_fscore_support
+
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=average, zero_division=0
     )
@@ -237,6 +239,8 @@ def _scores(
 
 
 def _latency(latencies: Iterable[float]) -> LatencyStats:
+    import numpy as np
+
     seconds = np.fromiter(latencies, dtype=float)
     if seconds.size == 0:
         return LatencyStats()
