@@ -61,10 +61,10 @@ GENERATION = {"decoding_method": "greedy", "max_new_tokens": 2}
 console = Console()
 
 
-async def main(out: Path) -> float:
+async def main(out: Path, seed: int = 0) -> float:
     """The whole workflow; returns the tuned model's gain over the base model, in points."""
     started = time.perf_counter()
-    async with LocalClient() as client:
+    async with LocalClient(seed=seed) as client:
         base_model = client.model_name
         console.print(f"[bold]Prompt tuning {base_model}[/] on {train_path().name}, offline")
         with Progress(
@@ -77,7 +77,7 @@ async def main(out: Path) -> float:
         ) as progress:
             training_set = load_examples(train_path())
             # 20 % of the training set (stratified) is held out to pick the best epoch.
-            trained, _ = stratified_split(list(training_set.examples), VALIDATION_SPLIT)
+            trained, _ = stratified_split(list(training_set.examples), VALIDATION_SPLIT, seed=seed)
             batches = math.ceil(len(trained) / (PARAMETERS.batch_size or 1))
             total_steps = batches * (PARAMETERS.num_epochs or 1)
             steps = progress.add_task("tuning", total=total_steps, loss="")
@@ -138,9 +138,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", type=Path, default=Path("out/local-demo"))
     parser.add_argument("--min-gain", type=float, default=None, metavar="POINTS")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the split, the init and the batch order"
+    )
     arguments = parser.parse_args()
     arguments.out.mkdir(parents=True, exist_ok=True)
-    gain = anyio.run(main, arguments.out)
+    gain = anyio.run(main, arguments.out, arguments.seed)
     if arguments.min_gain is not None and gain < arguments.min_gain:
         console.print(
             f"[red]The tuned model gained {gain:.0f} points; expected {arguments.min_gain:.0f}."
