@@ -238,3 +238,31 @@ def test_the_entry_point_outside_torchrun_says_how_to_start_it(
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError, match="torchrun"):
         main(["--run-id", "x", "--home", str(tmp_path), "--device", "cpu"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks in /proc")
+async def test_cancel_stops_every_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    async with LocalClient(
+        str(tiny_model_dir), home=tmp_path / "home", processes=2, checkpoint_every_steps=1
+    ) as client:
+        ref = await client.upload_training_data(
+            LabelledSet(examples=review_examples(24)), name="reviews"
+        )
+        run = await client.start_tuning(
+            name="canceled",
+            base_model=client.model_name,
+            data_ref=ref,
+            parameters=PromptTuningParameters.model_validate({**PARAMETERS, "num_epochs": 50}),
+        )
+        with anyio.fail_after(120):
+            while not await client.list_checkpoints(run.id):  # noqa: ASYNC110  # polls the store
+                await anyio.sleep(0.1)
+            await client.cancel_tuning_run(run.id)
+        canceled = await client.get_tuning_run(run.id)
+        assert canceled.state == "canceled"
+        assert canceled.failure_message == "canceled by request"
+        assert len(canceled.metrics) < 250
+    assert _rank_pid(run.id, 0) is None
+    assert _rank_pid(run.id, 1) is None
+    assert not (tmp_path / "home" / "runs" / run.id / "cancel-requested").exists()

@@ -178,7 +178,7 @@ async def _adopt_latest(store: RunStore, run_id: str, adopt: Callable[[RunRecord
         adopt(record)
 
 
-async def _stop(process: Process, store: RunStore, run_id: str) -> None:
+async def _stop_processes(process: Process, store: RunStore, run_id: str) -> None:
     """Ask rank 0 to stop (through the store), then SIGTERM, then SIGKILL the whole group."""
     if process.returncode is not None:
         return
@@ -192,6 +192,13 @@ async def _stop(process: Process, store: RunStore, run_id: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
     await process.wait()
+
+
+async def _stop(process: Process, store: RunStore, run_id: str) -> None:
+    """`_stop_processes`, then take back the request to stop: the run has ended."""
+    await _stop_processes(process, store, run_id)
+    with contextlib.suppress(OSError):
+        await anyio.to_thread.run_sync(store.clear_cancel, run_id)
 
 
 def _read_text(path: Path) -> str:

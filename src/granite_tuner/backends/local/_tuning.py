@@ -295,15 +295,15 @@ class TrainingRunner:
             for r in stored
         ]
 
-    async def cancel_tuning_run(self, run_id: str) -> None:
+    async def cancel_tuning_run(self, run_id: str, *, reason: str = CANCELED_BY_REQUEST) -> None:
         """Stop the run within one step; returns once it is `canceled` (here) or asked to stop.
 
         A run trained by another live process is asked to stop through the store; a finished
-        run is left as it is.
+        run is left as it is. `reason` is the canceled run's message when it trains here.
         """
         active = self._active_runs.get(run_id)
         if active is not None:
-            active.stop(CANCELED_BY_REQUEST)
+            active.stop(reason)
             await active.done.wait()
             return
         record = await anyio.to_thread.run_sync(self.store.read, run_id)

@@ -48,7 +48,7 @@ from granite_tuner.backends.local._models import (
     resolve_device,
 )
 from granite_tuner.backends.local._precision import resolve_precision
-from granite_tuner.backends.local._store import RunStore
+from granite_tuner.backends.local._store import Owner, RunStore
 from granite_tuner.backends.local._tuning import TrainingRunner
 from granite_tuner.data import load_examples
 from granite_tuner.errors import ConfigurationError, GraniteTunerError
@@ -58,6 +58,11 @@ from granite_tuner.validation import ValidationOptions
 __all__ = ["main"]
 
 logger = get_logger("granite_tuner.local")
+
+#: The canceled run's message when the process that started the workers died.
+OWNER_GONE = "canceled: the process that started it ended"
+#: How often rank 0 checks that the process that started the run is alive (seconds).
+_OWNER_CHECK_INTERVAL = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,17 +128,7 @@ async def _lead(args: argparse.Namespace, rank: Rank, home: Path) -> int:
     )
     try:
         if args.run_id is not None:
-            state = "failed"
-            record = await anyio.to_thread.run_sync(runner.store.load, args.run_id)
-            resume_state = None
-            if args.resume:
-                found = await anyio.to_thread.run_sync(
-                    latest_valid, runner.store.run_dir(record.id)
-                )
-                if found is None:
-                    raise ConfigurationError(f"Run {record.id} has no whole checkpoint.")
-                resume_state = found[1]["trainer"]
-            state = (await runner.train_record(record, resume_state=resume_state)).state
+            state = await _train_stored(runner, args.run_id, resume=args.resume)
         else:
             state = await _tune_file(args, runner)
     except GraniteTunerError as exc:
@@ -142,6 +137,32 @@ async def _lead(args: argparse.Namespace, rank: Rank, home: Path) -> int:
     finally:
         leader.send(None)  # the others wait for a job: none comes when none was sent
     return 1 if state == "failed" else 0
+
+
+async def _train_stored(runner: TrainingRunner, run_id: str, *, resume: bool) -> str:
+    """Train the run a client created (from its last checkpoint with `resume`), for as long
+    as that client's process lives; its final state."""
+    record = await anyio.to_thread.run_sync(runner.store.load, run_id)
+    resume_state = None
+    if resume:
+        found = await anyio.to_thread.run_sync(latest_valid, runner.store.run_dir(run_id))
+        if found is None:
+            raise ConfigurationError(f"Run {run_id} has no whole checkpoint to resume from.")
+        resume_state = found[1]["trainer"]
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(_stop_when_gone, runner, record.owner, run_id)
+        final = await runner.train_record(record, resume_state=resume_state)
+        task_group.cancel_scope.cancel()
+    return final.state
+
+
+async def _stop_when_gone(runner: TrainingRunner, owner: Owner, run_id: str) -> None:
+    """Stop the run if the process that started it dies (it holds the run's lock; without it
+    another process could resume the run while these ones still train it)."""
+    while await anyio.to_thread.run_sync(owner.is_alive):  # noqa: ASYNC110  # polls the OS
+        await anyio.sleep(_OWNER_CHECK_INTERVAL)
+    logger.warning("The process that started run %s is gone; stopping the run", run_id)
+    await runner.cancel_tuning_run(run_id, reason=OWNER_GONE)
 
 
 async def _tune_file(args: argparse.Namespace, runner: TrainingRunner) -> str:
