@@ -41,6 +41,7 @@ def test_tune_in_two_processes(
         *local,
     )
     assert tuned.code == 0, tuned.err
+    assert "it trains in 2 processes started by this one" in tuned.err
     run = tuned.json()["run"]
     status = cli("status", "--name", "tiny-dp", "--json", *local)
     assert status.json()["run"]["state"] == "completed"

@@ -373,7 +373,9 @@ def _announce(ctx: Context, event: RunSubmitted, *, local: bool) -> None:
     ctx.settled("start")
     verb = "Attached to" if event.attached else "Started"
     if local:
-        ctx.ui.info(f"{verb} local tuning run {run_id} ({event.name}); it trains in this process.")
+        processes = ctx.backend.processes or 1
+        where = "this process" if processes == 1 else f"{processes} processes started by this one"
+        ctx.ui.info(f"{verb} local tuning run {run_id} ({event.name}); it trains in {where}.")
         ctx.left_running(
             run_id,
             f"Local tuning run {run_id} stopped with this process (it is recorded as canceled); "
