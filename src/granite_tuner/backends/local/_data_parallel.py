@@ -253,11 +253,15 @@ class Leader:
             _broadcast(job, self.rank)
 
 
-def follow(rank: Rank, models: ModelCache) -> bool:
+def follow(rank: Rank, models: ModelCache, *, model: str | None = None) -> bool:
     """What a rank other than 0 does: wait for the job, then train its share to the end.
 
-    Returns False when the leader sent no job (its run ended before training started).
+    `model`, the base model the run is expected to tune, is loaded first, while rank 0 loads
+    it too, so the wait for the job (a collective, under the group's timeout) is not spent
+    loading. Returns False when the leader sent no job (its run ended before training).
     """
+    if model is not None:
+        models.get_sync(model)
     job: Job | None = _broadcast(None, rank)
     if job is None:
         return False

@@ -504,6 +504,7 @@ class TrainingRunner:
                 self.store,
                 active.record.id,
                 self.processes,
+                model=active.record.base_model,
                 resume=active.resume_state is not None,
                 checkpoint_every_steps=self.checkpoint_every_steps,
                 keep_checkpoints=self.keep_checkpoints,

@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rank.is_leader:
             return anyio.run(_lead, args, rank, home)
         device, dtype = resolve_device(str(rank.device))
-        follow(rank, ModelCache(home, device=device, dtype=dtype))
+        follow(rank, ModelCache(home, device=device, dtype=dtype), model=args.model)
         return 0
     finally:
         dist.destroy_process_group()
