@@ -5,15 +5,19 @@ Each process runs one torch thread (torchrun sets OMP_NUM_THREADS=1), so two ran
 step, the same validation figures, the same soft prompt (float32, within 1e-5), one copy of
 each artifact, each event once. A rank killed mid-run fails the run soon (well within the
 collective timeout) with an error naming the rank, its checkpoints stay whole, and a resume
-— in one process — finishes it.
+— in one process — finishes it. A cancel stops every process. The entry point also runs under
+a user's own `torchrun`, and bad data ends every rank with the data check's message.
 
 No sleeps for outcomes: the tests wait on the run's state under `anyio.fail_after`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,9 @@ import anyio
 import pytest
 import torch
 
+import granite_tuner
 from granite_tuner import Tuner
-from granite_tuner.backends.local import LocalClient
+from granite_tuner.backends.local import LocalClient, RunStore
 from granite_tuner.backends.local._checkpoints import latest_valid, list_checkpoints
 from granite_tuner.data import LabelledSet
 from granite_tuner.errors import ConfigurationError, InvalidParametersError
@@ -44,6 +49,7 @@ PARAMETERS: dict[str, Any] = {
     "init_method": "random",
 }
 TOTAL_STEPS = 10
+SRC = Path(granite_tuner.__file__).parent.parent
 ENDED = ("completed", "failed", "canceled")
 
 
@@ -266,3 +272,85 @@ async def test_cancel_stops_every_process(tiny_model_dir: Path, tmp_path: Path) 
     assert _rank_pid(run.id, 0) is None
     assert _rank_pid(run.id, 1) is None
     assert not (tmp_path / "home" / "runs" / run.id / "cancel-requested").exists()
+
+
+def _torchrun(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The entry point under a user's own `torchrun --nproc-per-node 2` (this tree's code)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path])}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "granite_tuner.backends.local.distributed",
+            *arguments,
+        ],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_a_users_own_torchrun_trains_a_training_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"input": e.input, "output": e.output}) + "\n" for e in review_examples(60)
+        ),
+        encoding="utf-8",
+    )
+    parameters = tmp_path / "tuning.toml"
+    parameters.write_text(
+        'num_epochs = 1\nbatch_size = 8\nnum_virtual_tokens = 4\ninit_method = "random"\n',
+        encoding="utf-8",
+    )
+    home = tmp_path / "home"
+    done = _torchrun(
+        str(data),
+        "--parameters",
+        str(parameters),
+        "--name",
+        "own-torchrun",
+        "--model",
+        str(tiny_model_dir),
+        "--home",
+        str(home),
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = RunStore(home).list_runs()
+    assert record.name == "own-torchrun"
+    assert record.state == "completed"
+    assert record.validation  # 20 % held out by default, as in one process
+    assert len(record.metrics) == 6  # 48 training examples in batches of 8
+
+
+@pytest.mark.slow
+def test_bad_data_ends_every_rank_with_the_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"input": "only one"}\n', encoding="utf-8")
+    done = _torchrun(
+        str(data),
+        "--model",
+        str(tiny_model_dir),
+        "--home",
+        str(tmp_path / "home"),
+        "--device",
+        "cpu",
+        "--timeout",
+        "60",
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    assert "[rank 0]" in done.stderr
+    assert "'output' is missing" in done.stderr  # the data check's own message
+    assert not RunStore(tmp_path / "home").list_runs()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -100,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error("give a TRAINING_FILE, or --run-id for a stored run")
     device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rank = join_process_group(device_type, timeout=args.timeout)
+    # An entry point: its log lines (progress, the error that ends a run) go to stderr, which
+    # torchrun collects (and `--nproc` keeps in the run's workers.log), marked with the rank.
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"[rank {rank.rank}] %(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     home = args.home.expanduser() if args.home is not None else default_home()
     try:
         if rank.is_leader:
