@@ -136,6 +136,8 @@ class LocalClient:
         )
         #: Processes each run trains in (1: this one).
         self.processes = processes
+        if processes > 1 and self.device.type == "cuda":
+            _check_gpus(processes)
         self._server = ModelServer(
             models=self.models,
             adapters=self.store,
@@ -403,6 +405,19 @@ def _check_processes(processes: object, timeout: object) -> None:
         raise InvalidParametersError(
             f"collective_timeout={timeout!r} must be a number of seconds above 0.",
             field="collective_timeout",
+        )
+
+
+def _check_gpus(processes: int) -> None:
+    """On CUDA each process trains on its own GPU: there must be enough of them."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if processes > gpus:
+        raise InvalidParametersError(
+            f"processes={processes} needs {processes} GPUs (one per process) but torch sees "
+            f"{gpus}; use processes={gpus} or fewer, or device='cpu'.",
+            field="processes",
         )
 
 
