@@ -220,9 +220,12 @@ _ROOT_CAUSE = re.compile(
 )
 
 
+_KILLED = re.compile(r"rank\s*:\s*(?P<rank>\d+)[^\n]*\n[^\n]*exitcode\s*:\s*-9\b")
+
+
 def describe_failure(log: str, exit_code: int | None, record: RunRecord) -> str:
-    """One line: which rank failed first and how (from torchrun's summary), and rank 0's
-    error when it recorded one."""
+    """One line: which rank failed first and how (from torchrun's summary), any rank that
+    torchrun had to kill (it hung: did not end on SIGTERM), and rank 0's recorded error."""
     parts: list[str] = []
     matches = list(_ROOT_CAUSE.finditer(log))
     if matches:
@@ -234,6 +237,11 @@ def describe_failure(log: str, exit_code: int | None, record: RunRecord) -> str:
                 how = f"killed by {signal.Signals(-code).name}"
         detail = "" if trace.startswith(("Signal", "To enable traceback")) else f": {trace}"
         parts.append(f"rank {rank} failed first ({how}){detail}")
+        summary = log[log.rfind("Failures:", 0, match.start()) : match.start()]
+        hung = sorted({int(m["rank"]) for m in _KILLED.finditer(summary)} - {int(rank)})
+        if hung:
+            names = ", ".join(str(r) for r in hung)
+            parts.append(f"rank {names} did not answer and had to be killed (SIGKILL)")
     else:
         parts.append(f"the worker processes ended with exit code {exit_code}")
     if record.state == "failed" and record.failure_message:
