@@ -5,8 +5,9 @@ Each process runs one torch thread (torchrun sets OMP_NUM_THREADS=1), so two ran
 step, the same validation figures, the same soft prompt (float32, within 1e-5), one copy of
 each artifact, each event once. A rank killed mid-run fails the run soon (well within the
 collective timeout) with an error naming the rank, its checkpoints stay whole, and a resume
-— in one process — finishes it. A cancel stops every process. The entry point also runs under
-a user's own `torchrun`, and bad data ends every rank with the data check's message.
+— in one process — finishes it. A cancel stops every process, and a resume in two goes on.
+The entry point also runs under a user's own `torchrun`, and bad data ends every rank with
+the data check's message.
 
 No sleeps for outcomes: the tests wait on the run's state under `anyio.fail_after`.
 """
@@ -248,7 +249,9 @@ def test_the_entry_point_outside_torchrun_says_how_to_start_it(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks in /proc")
-async def test_cancel_stops_every_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+async def test_cancel_stops_every_process_and_resume_goes_on_in_two(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     async with LocalClient(
         str(tiny_model_dir), home=tmp_path / "home", processes=2, checkpoint_every_steps=1
     ) as client:
@@ -272,6 +275,14 @@ async def test_cancel_stops_every_process(tiny_model_dir: Path, tmp_path: Path) 
     assert _rank_pid(run.id, 0) is None
     assert _rank_pid(run.id, 1) is None
     assert not (tmp_path / "home" / "runs" / run.id / "cancel-requested").exists()
+
+    # Resume in two processes: rank 0 loads the checkpoint and hands its state to rank 1.
+    async with LocalClient(str(tiny_model_dir), home=tmp_path / "home", processes=2) as client:
+        await client.resume_tuning(run.id)
+        with anyio.fail_after(180):
+            done = await _until_ended(client, run.id)
+    assert done.state == "completed", done.failure_message
+    assert [m.iteration for m in done.metrics] == list(range(1, 251))
 
 
 def _torchrun(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
