@@ -1,7 +1,8 @@
 """Which backend a command talks to, and how its client is built.
 
 - `--local` (with `--home`) picks the offline backend: `LocalClient`, imported only then (it
-  imports torch). The model is the command's own `--model` / `--base-model` / `--base`.
+  imports torch). The model is the command's own `--model` / `--base-model` / `--base`;
+  `--nproc N` (tune, resume) trains in N processes (see docs/scaling.md).
 - Otherwise watsonx.ai. Settings come from the options first (`--url`, `--project-id`,
   `--space-id`, `--iam-url`, `--ca-bundle`), then the environment (`WATSONX_URL`,
   `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`).
@@ -51,6 +52,8 @@ class BackendOptions:
     ca_bundle: Path | None = None
     max_attempts: int | None = None
     rate_limit: float | None = None
+    #: Local runs train in this many processes (`--nproc`; None: one, this one).
+    processes: int | None = None
     #: An API key typed at the prompt (never from an option); kept out of reprs.
     api_key: str | None = None
 
@@ -69,6 +72,7 @@ class BackendOptions:
             ca_bundle=getattr(args, "ca_bundle", None),
             max_attempts=getattr(args, "max_attempts", None),
             rate_limit=getattr(args, "rate_limit", None),
+            processes=getattr(args, "nproc", None),
         )
 
     @property
@@ -83,6 +87,10 @@ def resolve_credentials(options: BackendOptions) -> BackendOptions:
     """
     if options.local:
         return options
+    if options.processes is not None:
+        raise ConfigurationError(
+            "--nproc trains a local run in several processes: use it with --local."
+        )
     if options.project_id and options.space_id:
         raise ConfigurationError("Give --project-id or --space-id, not both.")
     if not (options.url or os.environ.get("WATSONX_URL")):
@@ -141,7 +149,10 @@ async def open_client(
     if options.local:
         from granite_tuner.backends.local import LocalClient
 
-        local = LocalClient(model, home=options.home) if model else LocalClient(home=options.home)
+        settings: dict[str, Any] = {"home": options.home}
+        if options.processes is not None:
+            settings["processes"] = options.processes
+        local = LocalClient(model, **settings) if model else LocalClient(**settings)
         async with local as client:
             yield client
     else:

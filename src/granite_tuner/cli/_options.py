@@ -12,7 +12,14 @@ if TYPE_CHECKING:
     #: What `add_subparsers()` returns; each command module's `register` adds its parsers to it.
     SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-__all__ = ["add_common_options", "positive_float", "positive_int", "whole_number", "wrap"]
+__all__ = [
+    "add_common_options",
+    "add_nproc_option",
+    "positive_float",
+    "positive_int",
+    "whole_number",
+    "wrap",
+]
 
 
 def wrap(text: str) -> str:
@@ -49,6 +56,17 @@ def attempts(text: str) -> int:
     if value > 50:
         raise argparse.ArgumentTypeError(f"{text!r}: at most 50 attempts")
     return value
+
+
+def add_nproc_option(parser: argparse.ArgumentParser) -> None:
+    """`--nproc N`: a local run trains data-parallel in N processes (torchrun, gloo/NCCL)."""
+    parser.add_argument(
+        "--nproc",
+        type=positive_int,
+        metavar="N",
+        help="--local: train in N processes on this machine (data-parallel, via torchrun; "
+        "one GPU each on CUDA)",
+    )
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

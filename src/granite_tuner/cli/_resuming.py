@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from granite_tuner.cli._backends import open_client
 from granite_tuner.cli._context import Context
 from granite_tuner.cli._exit import ExitCode
-from granite_tuner.cli._options import positive_float
+from granite_tuner.cli._options import add_nproc_option, positive_float
 from granite_tuner.cli._tuning import finish_run, follow_run, poll_interval_for
 from granite_tuner.errors import UnsupportedFeatureError
 from granite_tuner.tuner import Tuner
@@ -31,6 +31,7 @@ RESUME_EXAMPLES = """\
 examples:
   granite-tuner resume --local 7c1d9a4e-...            # after the training process died
   granite-tuner resume --local 7c1d9a4e-... --curve learning_curve.png --json
+  granite-tuner resume --local 7c1d9a4e-... --nproc 2  # any number of processes
 
 The run goes on from its last whole checkpoint with its own settings and seed, and ends as
 one uninterrupted run would. A completed run, or one another process trains, is refused
@@ -63,6 +64,7 @@ def register(subparsers: SubParsers, common: list[argparse.ArgumentParser]) -> N
         help="first interval between status reads (default 0.2 s)",
     )
     resume.add_argument("--curve", type=Path, metavar="PNG", help="draw the learning curve")
+    add_nproc_option(resume)
     resume.set_defaults(handler=run_resume)
 
     listing = subparsers.add_parser(

@@ -15,7 +15,7 @@ from granite_tuner._steps import steps_per_epoch
 from granite_tuner.cli._backends import AnyClient, open_client
 from granite_tuner.cli._context import CLI_NAME_PREFIX, Context
 from granite_tuner.cli._exit import ExitCode
-from granite_tuner.cli._options import positive_float, whole_number, wrap
+from granite_tuner.cli._options import add_nproc_option, positive_float, whole_number, wrap
 from granite_tuner.cli._render import result_document
 from granite_tuner.data import aload_examples
 from granite_tuner.errors import (
@@ -48,6 +48,7 @@ examples:
   # offline, on this machine (the bundled SmolLM2-135M-Instruct, or --model a folder)
   granite-tuner tune train.jsonl --local --epochs 4 --learning-rate 0.03 \\
       --max-input-tokens 32 --num-virtual-tokens 8
+  granite-tuner tune train.jsonl --local --nproc 2     # data-parallel, 2 processes
 
 The parameters file (JSON or TOML, by its suffix) holds PromptTuningParameters fields, e.g.
 num_epochs = 20; learning_rate = 0.3; verbalizer = "Input: {{input}} Output:".
@@ -164,6 +165,7 @@ def register(subparsers: SubParsers, common: list[argparse.ArgumentParser]) -> N
         choices=("accuracy", "loss"),
         help="the validation figure that picks the kept epoch",
     )
+    add_nproc_option(tune)
     _add_wait_options(tune)
     tune.add_argument(
         "--wait",
@@ -371,7 +373,9 @@ def _announce(ctx: Context, event: RunSubmitted, *, local: bool) -> None:
     ctx.settled("start")
     verb = "Attached to" if event.attached else "Started"
     if local:
-        ctx.ui.info(f"{verb} local tuning run {run_id} ({event.name}); it trains in this process.")
+        processes = ctx.backend.processes or 1
+        where = "this process" if processes == 1 else f"{processes} processes started by this one"
+        ctx.ui.info(f"{verb} local tuning run {run_id} ({event.name}); it trains in {where}.")
         ctx.left_running(
             run_id,
             f"Local tuning run {run_id} stopped with this process (it is recorded as canceled); "

@@ -273,15 +273,7 @@ class PromptTrainer:
         if plan is None:
             return None
         group = plan.groups[plan.next_group]
-        total = 0.0
-        for indices in group:
-            if self._cancel is not None and self._cancel.is_set():
-                self.optimizer.zero_grad(set_to_none=True)
-                raise TrainingCancelled
-            with autocast(self.loaded.device, self.config.precision):
-                loss = self.batch_loss(collate([self.examples[i] for i in indices], self._pad_id))
-            torch.autograd.backward(loss / len(group))
-            total += float(loss.detach())
+        total = self._accumulate(group)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -299,6 +291,20 @@ class PromptTrainer:
             best_epoch=self.best_epoch,
             stopped=self.stopped,
         )
+
+    def _accumulate(self, group: list[list[int]]) -> float:
+        """Forward and backward passes over one step's batches (gradients summed into the
+        soft prompt's); returns the sum of the batches' mean losses."""
+        total = 0.0
+        for indices in group:
+            if self._cancel is not None and self._cancel.is_set():
+                self.optimizer.zero_grad(set_to_none=True)
+                raise TrainingCancelled
+            with autocast(self.loaded.device, self.config.precision):
+                loss = self.batch_loss(collate([self.examples[i] for i in indices], self._pad_id))
+            torch.autograd.backward(loss / len(group))
+            total += float(loss.detach())
+        return total
 
     def train(self, on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
         """Every remaining step, in this thread (scripts and tests; the client steps itself)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +27,7 @@ from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo, new_request_tag
 from granite_tuner.backends.local import _checkpoints
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST, RunLock
+from granite_tuner.backends.local._launching import ProcessOptions, run_in_processes
 from granite_tuner.backends.local._models import ModelCache
 from granite_tuner.backends.local._resuming import (
     checkpoint_infos,
@@ -122,8 +124,14 @@ class TrainingRunner:
         precision: Literal["float32", "bfloat16"],
         checkpoint_every_steps: int | None = None,
         keep_checkpoints: int = DEFAULT_KEEP_LAST,
+        processes: ProcessOptions | None = None,
+        trainer_factory: Callable[..., PromptTrainer] = PromptTrainer,
     ) -> None:
         self.model_name = model_name
+        #: How runs train in several processes (None: in this one, in a worker thread).
+        self.processes = processes
+        #: Builds a run's trainer: `PromptTrainer`, or rank 0's data-parallel one.
+        self.trainer_factory = trainer_factory
         #: Also checkpoint every this many steps (None: at the end of each epoch only).
         self.checkpoint_every_steps = checkpoint_every_steps
         #: Checkpoints kept besides the best epoch's: the newest ones.
@@ -287,15 +295,15 @@ class TrainingRunner:
             for r in stored
         ]
 
-    async def cancel_tuning_run(self, run_id: str) -> None:
+    async def cancel_tuning_run(self, run_id: str, *, reason: str = CANCELED_BY_REQUEST) -> None:
         """Stop the run within one step; returns once it is `canceled` (here) or asked to stop.
 
         A run trained by another live process is asked to stop through the store; a finished
-        run is left as it is.
+        run is left as it is. `reason` is the canceled run's message when it trains here.
         """
         active = self._active_runs.get(run_id)
         if active is not None:
-            active.stop(CANCELED_BY_REQUEST)
+            active.stop(reason)
             await active.done.wait()
             return
         record = await anyio.to_thread.run_sync(self.store.read, run_id)
@@ -405,7 +413,10 @@ class TrainingRunner:
         failure: str | None = None
         try:
             with active.scope:
-                await self._train_steps(active)
+                if self.processes is not None:
+                    await self._train_in_processes(active)
+                else:
+                    await self._train_steps(active)
                 state = "completed"
         except TrainingCancelled:
             pass
@@ -427,7 +438,7 @@ class TrainingRunner:
             loaded = await self.models.get(record.base_model)
             training, validation = await anyio.to_thread.run_sync(self._run_data, active)
             build = functools.partial(
-                PromptTrainer,
+                self.trainer_factory,
                 loaded,
                 training,
                 active.config,
@@ -484,6 +495,48 @@ class TrainingRunner:
             await anyio.to_thread.run_sync(
                 self.store.save_adapter, record.id, trainer.save, limiter=self._torch_limiter
             )
+
+    async def _train_in_processes(self, active: _ActiveRun) -> None:
+        """Train the run in `torchrun`'s processes; adopt what their rank 0 writes."""
+        assert self.processes is not None
+        async with self._training_slots:
+            await run_in_processes(
+                self.store,
+                active.record.id,
+                self.processes,
+                model=active.record.base_model,
+                resume=active.resume_state is not None,
+                checkpoint_every_steps=self.checkpoint_every_steps,
+                keep_checkpoints=self.keep_checkpoints,
+                adopt=functools.partial(self._adopt, active),
+            )
+
+    def _adopt(self, active: _ActiveRun, record: RunRecord) -> None:
+        """Take the record the worker processes wrote as this run's (keeping its stop reason)."""
+        active.record = record
+        if record.state == "canceled" and active.stop_reason is None:
+            active.stop_reason = record.failure_message
+
+    async def train_record(
+        self, record: RunRecord, *, resume_state: dict[str, Any] | None = None
+    ) -> RunRecord:
+        """Train a run that exists in the store already, here, to its end (rank 0 of a
+        multi-process run does this; the process that started it holds the run's lock)."""
+        active = _ActiveRun(
+            record=record,
+            config=TrainingConfig(**record.parameters),
+            resume_state=resume_state,
+        )
+        self._active_runs[record.id] = active
+        await self._train(active)
+        return active.record
+
+    async def wait(self, run_id: str) -> TuningRun:
+        """The run once it has ended (at once if it is not training in this client)."""
+        active = self._active_runs.get(run_id)
+        if active is not None:
+            await active.done.wait()
+        return await self.get_tuning_run(run_id)
 
     def _checkpoint_due(self, result: StepResult) -> bool:
         every = self.checkpoint_every_steps

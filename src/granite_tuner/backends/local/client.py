@@ -20,6 +20,7 @@ import anyio
 
 from granite_tuner._exceptions import innermost
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST
+from granite_tuner.backends.local._launching import DEFAULT_COLLECTIVE_TIMEOUT, ProcessOptions
 from granite_tuner.backends.local._models import (
     DEFAULT_MODEL,
     ModelCache,
@@ -74,6 +75,11 @@ class LocalClient:
             checkpoint is always written at the end of each epoch); None: at epoch ends only.
         keep_checkpoints: how many of the newest checkpoints a run keeps, besides the best
             epoch's (older ones are deleted once a newer one is whole).
+        processes: train each run data-parallel in this many processes (1, the default:
+            in this process). More than 1 starts `torchrun` for each run: gloo on the CPU,
+            NCCL with one GPU per process; see docs/scaling.md.
+        collective_timeout: with `processes` > 1, the seconds a process waits for the others
+            in a collective before the run fails (a rank that hangs cannot hang the run).
 
     Entering the `async with` on the CPU lowers torch's thread count to the cores this process
     may use when it is higher and neither `OMP_NUM_THREADS` nor `MKL_NUM_THREADS` is set (a
@@ -95,8 +101,11 @@ class LocalClient:
         precision: Precision = "auto",
         checkpoint_every_steps: int | None = None,
         keep_checkpoints: int = DEFAULT_KEEP_LAST,
+        processes: int = 1,
+        collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
     ) -> None:
         _check_checkpointing(checkpoint_every_steps, keep_checkpoints)
+        _check_processes(processes, collective_timeout)
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(
                 f"model={model!r}: give a model name, a Hugging Face id or a folder path."
@@ -121,7 +130,14 @@ class LocalClient:
             precision=self.precision,
             checkpoint_every_steps=checkpoint_every_steps,
             keep_checkpoints=keep_checkpoints,
+            processes=None
+            if processes == 1
+            else ProcessOptions(processes, self.device.type, collective_timeout),
         )
+        #: Processes each run trains in (1: this one).
+        self.processes = processes
+        if processes > 1 and self.device.type == "cuda":
+            _check_gpus(processes)
         self._server = ModelServer(
             models=self.models,
             adapters=self.store,
@@ -374,6 +390,34 @@ def _check_checkpointing(every: object, keep: object) -> None:
             f"keep_checkpoints={keep!r} must be 1 or more: the newest checkpoint is what a "
             "resume goes on from.",
             field="keep_checkpoints",
+        )
+
+
+def _check_processes(processes: object, timeout: object) -> None:
+    """`InvalidParametersError` for a process count or collective timeout that cannot work."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise InvalidParametersError(
+            f"processes={processes!r} must be a whole number, 1 or more (1: train in this "
+            "process).",
+            field="processes",
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise InvalidParametersError(
+            f"collective_timeout={timeout!r} must be a number of seconds above 0.",
+            field="collective_timeout",
+        )
+
+
+def _check_gpus(processes: int) -> None:
+    """On CUDA each process trains on its own GPU: there must be enough of them."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if processes > gpus:
+        raise InvalidParametersError(
+            f"processes={processes} needs {processes} GPUs (one per process) but torch sees "
+            f"{gpus}; use processes={gpus} or fewer, or device='cpu'.",
+            field="processes",
         )
 
 
