@@ -1,7 +1,8 @@
 """The learning-curve PNG: loss per epoch (training and validation), and loss over time.
 
-Works outside Jupyter. When the run validated, the left panel also shows the validation loss
-and (on a second axis) the validation accuracy after each epoch, and marks the kept epoch.
+Works outside Jupyter; in Jupyter, the figure shows inline. When the run validated, the left
+panel also shows the validation loss and (on a second axis) the validation accuracy after each
+epoch, and marks the kept epoch.
 
 matplotlib is an optional extra (`granite-tuner[plot]`); it is imported only here, with the
 non-interactive Agg backend, so no display is needed and nothing global is changed.
@@ -9,6 +10,8 @@ non-interactive Agg backend, so no display is needed and nothing global is chang
 
 from __future__ import annotations
 
+import functools
+import io
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -65,19 +68,13 @@ class CurveSource(Protocol):
 
 def learning_curve_figure(result: CurveSource) -> Figure:
     """A figure with two panels: mean loss per epoch, and every logged loss over time."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - the extra is installed in every test run
-        raise ConfigurationError(
-            "Plotting needs matplotlib: pip install 'granite-tuner[plot]'."
-        ) from None
-
+    figure_class = _figure_class()
     losses = result.loss_per_epoch
     if not losses:
         raise ConfigurationError(
             f"Run {result.run_id} has no loss values yet, so there is no curve to draw."
         )
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure = figure_class(figsize=(10, 4), layout="constrained")
     per_epoch, over_time = figure.subplots(1, 2)
     epochs = list(range(1, len(losses) + 1))
     per_epoch.plot(epochs, losses, marker="o", label="training loss (mean)")
@@ -106,6 +103,30 @@ def learning_curve_figure(result: CurveSource) -> Figure:
         title += f" of {result.base_model}"
     figure.suptitle(title)
     return figure
+
+
+@functools.cache
+def _figure_class() -> type[Figure]:
+    """A matplotlib `Figure` that Jupyter shows as a PNG by itself.
+
+    A bare `Figure` (not made by pyplot) displays as `<Figure size ...>` text unless the user
+    has turned on matplotlib's inline support; giving it `_repr_png_` makes it show inline
+    without touching pyplot's global state.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - the extra is installed in every test run
+        raise ConfigurationError(
+            "Plotting needs matplotlib: pip install 'granite-tuner[plot]'."
+        ) from None
+
+    class LearningCurveFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return LearningCurveFigure
 
 
 def _draw_validation(axes: Axes, result: CurveSource) -> None:
