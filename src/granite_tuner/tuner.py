@@ -44,6 +44,7 @@ from granite_tuner._polling import (
     checked_poll_interval,
     checked_timeout,
 )
+from granite_tuner._progress import TuningBar
 from granite_tuner._retry import look_up_before_resend
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import (
@@ -243,25 +244,35 @@ class Tuner:
     def __repr__(self) -> str:
         return f"Tuner(name={self.name!r}, base_model={self.base_model!r}, run_id={self.run_id!r})"
 
-    async def run(self) -> TuningResult:
+    async def run(self, *, progress: bool = False) -> TuningResult:
         """Check, upload, start (unless attached) and wait; the completed run's result.
+
+        With `progress=True`, a bar shows the epochs done, the state and the loss (a widget in
+        Jupyter, text on stderr elsewhere; needs `tqdm`). Nothing is shown by default.
 
         Raises `TuningFailedError` if the run fails or is canceled, `TuningTimeoutError` if
         `timeout` passes first (the run goes on).
         """
+        bar = TuningBar(self.name, self.parameters.num_epochs) if progress else None
         result: TuningResult | None = None
-        async with aclosing(self.events()) as events:
-            async for event in events:
-                if isinstance(event, RunFinished):
-                    result = self._result()
+        try:
+            async with aclosing(self.events()) as events:
+                async for event in events:
+                    if bar is not None:
+                        bar(event)
+                    if isinstance(event, RunFinished):
+                        result = self._result()
+        finally:
+            if bar is not None:
+                bar.close()
         assert result is not None  # events() ends with RunFinished or raises
         return result
 
-    async def wait(self) -> TuningResult:
+    async def wait(self, *, progress: bool = False) -> TuningResult:
         """Wait for an attached or submitted run; the same as `run()` once a run exists."""
         if self.run_id is None and self._attach_by_name is None and not self._attach_by_tag:
             raise ConfigurationError("Nothing to wait for: call run() or Tuner.attach() first.")
-        return await self.run()
+        return await self.run(progress=progress)
 
     async def submit(self) -> str:
         """Check everything, upload the data and start the run; returns the run id."""

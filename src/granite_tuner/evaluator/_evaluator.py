@@ -19,6 +19,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from granite_tuner._exceptions import raise_lone_error
+from granite_tuner._progress import EvaluationBar
 from granite_tuner.errors import ConfigurationError
 from granite_tuner.evaluator._inputs import EvaluationData, _open_data
 from granite_tuner.evaluator._labels import LabelParserSpec, _check_labels
@@ -137,9 +138,14 @@ class Evaluator:
         *,
         name: str = "target",
         on_progress: ProgressCallback | None = None,
+        progress: bool = False,
     ) -> EvaluationReport:
-        """Run every example through `target` and score the answers."""
-        report = await self._execute(data, {name: target}, name, on_progress)
+        """Run every example through `target` and score the answers.
+
+        With `progress=True`, a bar counts the items done and failed (a widget in Jupyter,
+        text on stderr elsewhere; needs `tqdm`). Nothing is shown by default.
+        """
+        report = await self._execute(data, {name: target}, name, on_progress, progress)
         return report.reports[name]
 
     async def compare(
@@ -150,6 +156,7 @@ class Evaluator:
         *,
         baseline: str | None = None,
         on_progress: ProgressCallback | None = None,
+        progress: bool = False,
         **named_targets: Target,
     ) -> ComparisonReport:
         """Run every example through each target and compare each with the baseline.
@@ -157,11 +164,11 @@ class Evaluator:
             await evaluator.compare(test_set, tuned=deployment, base=base_model, baseline="base")
 
         The baseline is `baseline`, or else the first target given; each comparison reports
-        target minus baseline. (Targets named "baseline" or "on_progress" can be given in the
-        `targets` mapping.)
+        target minus baseline. `progress=True` shows a bar, as in `evaluate`. (Targets named
+        "baseline", "on_progress" or "progress" can be given in the `targets` mapping.)
         """
         named = _named_targets(targets, named_targets)
-        return await self._execute(data, named, _baseline(named, baseline), on_progress)
+        return await self._execute(data, named, _baseline(named, baseline), on_progress, progress)
 
     @overload
     def stream(
@@ -214,18 +221,26 @@ class Evaluator:
         targets: Mapping[str, Target],
         baseline: str,
         on_progress: ProgressCallback | None,
+        progress: bool = False,
     ) -> ComparisonReport:
         run = await self._start(data, targets)
         items: dict[str, list[ItemResult]] = {name: [] for name in targets}
+        bar = EvaluationBar(run.total_items) if progress else None
 
         async def keep(item: ItemResult) -> None:
             items[item.target].append(item)
+            if bar is not None:
+                bar(item)
             if on_progress is not None:
-                progress = on_progress(item)
-                if inspect.isawaitable(progress):
-                    await progress
+                outcome = on_progress(item)
+                if inspect.isawaitable(outcome):
+                    await outcome
 
-        await run.execute(keep)
+        try:
+            await run.execute(keep)
+        finally:
+            if bar is not None:
+                bar.close()
         return await run.summarise(items, baseline)
 
     @asynccontextmanager
