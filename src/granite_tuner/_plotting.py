@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["CurveSource", "learning_curve_figure", "save_learning_curve"]
+__all__ = [
+    "CurveSource",
+    "learning_curve_figure",
+    "png_bytes",
+    "save_learning_curve",
+    "scores_figure",
+]
 
 
 class _LoggedStep(Protocol):
@@ -120,13 +126,51 @@ def _figure_class() -> type[Figure]:
             "Plotting needs matplotlib: pip install 'granite-tuner[plot]'."
         ) from None
 
-    class LearningCurveFigure(Figure):
+    class InlineFigure(Figure):
         def _repr_png_(self) -> bytes:
-            buffer = io.BytesIO()
-            self.savefig(buffer, format="png", dpi=100)
-            return buffer.getvalue()
+            return png_bytes(self)
 
-    return LearningCurveFigure
+    return InlineFigure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+#: One bar of `scores_figure`: (target, metric, value, interval low, interval high).
+ScoreBar = tuple[str, str, float, float | None, float | None]
+
+
+def scores_figure(bars: Sequence[ScoreBar], title: str) -> Figure:
+    """Grouped bars of each target's scores, with their confidence intervals as error bars."""
+    figure = _figure_class()(figsize=(8, 4), layout="constrained")
+    axes = figure.subplots()
+    targets = list(dict.fromkeys(bar[0] for bar in bars))
+    metrics = list(dict.fromkeys(bar[1] for bar in bars))
+    width = 0.8 / max(len(targets), 1)
+    for t, target in enumerate(targets):
+        offset = (t - (len(targets) - 1) / 2) * width
+        xs, values, below, above = [], [], [], []
+        for m, metric in enumerate(metrics):
+            found = [bar for bar in bars if bar[:2] == (target, metric)]
+            if not found:
+                continue
+            _, _, value, low, high = found[0]
+            xs.append(m + offset)
+            values.append(value)
+            below.append(value - (value if low is None else low))
+            above.append((value if high is None else high) - value)
+        axes.bar(xs, values, width, label=target, yerr=[below, above], capsize=4)
+    axes.set_xticks(range(len(metrics)), metrics)
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("score (error bars: 95% CI)")
+    axes.set_title(title)
+    axes.legend(loc="lower right", fontsize="small")
+    axes.grid(axis="y", alpha=0.3)
+    return figure
 
 
 def _draw_validation(axes: Axes, result: CurveSource) -> None:

@@ -48,6 +48,7 @@ from granite_tuner._progress import TuningBar
 from granite_tuner._retry import look_up_before_resend
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import (
+    SoftPromptSource,
     TuningBackend,
     check_id,
     check_request_tag,
@@ -74,6 +75,13 @@ from granite_tuner.events import (
 )
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import TuningResult, TuningRun, epoch_groups
+from granite_tuner.tracking import (
+    Tracker,
+    check_trackers,
+    flat_parameters,
+    log_finished_run,
+    notify,
+)
 from granite_tuner.validation import (
     SelectionMetric,
     check_backend_accepts,
@@ -127,6 +135,9 @@ class Tuner:
             score (`0`: never stop early).
         selection_metric: `"accuracy"` or `"loss"`: which validation figure picks the kept
             epoch (by default accuracy for classification, loss otherwise).
+        trackers: experiment trackers (`granite_tuner.tracking`, e.g. `MLflowTracker`) that
+            get the parameters, each epoch's figures, the learning curve, the result and the
+            soft prompt; a tracker that fails is logged and never stops the run.
     """
 
     def __init__(
@@ -148,6 +159,7 @@ class Tuner:
         validation_split: float | None = None,
         early_stopping_patience: int | None = None,
         selection_metric: SelectionMetric | None = None,
+        trackers: Sequence[Tracker] | None = None,
     ) -> None:
         if not isinstance(client, TuningBackend):
             raise ConfigurationError(
@@ -171,6 +183,7 @@ class Tuner:
         self.poll_interval = checked_poll_interval(poll_interval)
         self.cancel_on_exit = cancel_on_exit
         self.on_event = on_event
+        self.trackers = check_trackers(trackers)
         self.validation_data = validation_data
         self.validation = validation_options(
             validation_data=validation_data,
@@ -609,11 +622,41 @@ class Tuner:
         )
 
     async def _emit(self, event: TuningEvent) -> None:
+        if self.trackers:
+            await self._track(event)
         if self.on_event is None:
             return
         outcome = self.on_event(event)
         if inspect.isawaitable(outcome):
             await outcome
+
+    async def _track(self, event: TuningEvent) -> None:
+        """Hand the trackers what they keep of this event (see `granite_tuner.tracking`)."""
+        trackers = self.trackers
+        if isinstance(event, RunSubmitted):
+            parameters = flat_parameters(
+                {
+                    "run_id": event.run_id,
+                    "backend": self.client.backend_name,
+                    "base_model": event.base_model or self.base_model,
+                    **self.parameters.model_dump(mode="json"),
+                    "validation": self.validation.model_dump(mode="json"),
+                }
+            )
+            await notify(trackers, lambda t: t.start(event.name or self.name, parameters))
+        elif isinstance(event, EpochCompleted):
+            figures = {"train_loss": event.mean_loss}
+            if event.validation_loss is not None:
+                figures["validation_loss"] = event.validation_loss
+            if event.validation_accuracy is not None:
+                figures["validation_accuracy"] = event.validation_accuracy
+            await notify(trackers, lambda t: t.log_metrics(figures, step=event.epoch + 1))
+        elif isinstance(event, RunFinished):
+            result = self._result()
+            soft_prompt = None
+            if isinstance(self.client, SoftPromptSource) and result.succeeded:
+                soft_prompt = await self.client.soft_prompt(result.run_id)
+            await log_finished_run(trackers, result, soft_prompt)
 
     async def _cancel_remote(self, run_id: str) -> None:
         """Cancel the remote run even though our own task is being cancelled."""

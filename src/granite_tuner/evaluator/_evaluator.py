@@ -27,6 +27,7 @@ from granite_tuner.evaluator._run import _Run, _RunSettings
 from granite_tuner.evaluator._targets import Target, _baseline, _named_targets, _resolve_target
 from granite_tuner.limits import RateLimiter
 from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
+from granite_tuner.tracking import Tracker, check_trackers, flat_parameters, log_evaluation
 
 _DEFAULT_WORKERS = 8
 _LIMITED_WORKERS = 64
@@ -70,6 +71,9 @@ class Evaluator:
         positive_label: the positive class for binary precision/recall/F1.
         item_timeout: seconds one call may take (after its rate-limiter slot, if any); a late
             item is recorded as failed with error_type "TimeoutError".
+        trackers: experiment trackers (`granite_tuner.tracking`) that get each finished
+            `evaluate` / `compare`: scores with their intervals, McNemar's p-value, the report
+            and a figure; a tracker that fails is logged and never stops the evaluation.
 
     `evaluate` and `compare` take an optional `on_progress(item)` (plain or async), called by
     the worker that finished the item: keep it quick, and an error in it stops the run.
@@ -87,6 +91,7 @@ class Evaluator:
         labels: Sequence[str] | None = None,
         positive_label: str = "1",
         item_timeout: float | None = None,
+        trackers: Sequence[Tracker] | None = None,
     ) -> None:
         workers = (
             _default_workers(client, rate_limiter) if max_concurrency is None else max_concurrency
@@ -109,6 +114,7 @@ class Evaluator:
                 f"label_parser must be a function, a mapping or None, not {kind}."
             )
         self._client = client
+        self._trackers = check_trackers(trackers)
         self._settings = _RunSettings(
             workers=workers,
             rate_limiter=rate_limiter,
@@ -146,7 +152,9 @@ class Evaluator:
         text on stderr elsewhere; needs `tqdm`). Nothing is shown by default.
         """
         report = await self._execute(data, {name: target}, name, on_progress, progress)
-        return report.reports[name]
+        single = report.reports[name]
+        await self._track(single, [name], name)
+        return single
 
     async def compare(
         self,
@@ -168,7 +176,10 @@ class Evaluator:
         "baseline", "on_progress" or "progress" can be given in the `targets` mapping.)
         """
         named = _named_targets(targets, named_targets)
-        return await self._execute(data, named, _baseline(named, baseline), on_progress, progress)
+        chosen = _baseline(named, baseline)
+        report = await self._execute(data, named, chosen, on_progress, progress)
+        await self._track(report, list(named), chosen)
+        return report
 
     @overload
     def stream(
@@ -214,6 +225,24 @@ class Evaluator:
         return self._stream(data, {name: targets}, name, partial(_single, name=name))
 
     # --- running ---------------------------------------------------------------------------
+
+    async def _track(
+        self, report: EvaluationReport | ComparisonReport, targets: list[str], baseline: str
+    ) -> None:
+        if not self._trackers:
+            return
+        settings = self._settings
+        parameters = flat_parameters(
+            {
+                "targets": ", ".join(targets),
+                "baseline": baseline if len(targets) > 1 else None,
+                "max_concurrency": settings.workers,
+                "positive_label": settings.positive_label,
+                "generation": settings.parameters or {},
+            },
+            prefix="evaluation.",
+        )
+        await log_evaluation(self._trackers, report, parameters)
 
     async def _execute(
         self,

@@ -17,8 +17,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
+import anyio.to_thread
 
 from granite_tuner._exceptions import innermost
+from granite_tuner.backends.base import check_id
+from granite_tuner.backends.local._adapter import ADAPTER_WEIGHTS
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST
 from granite_tuner.backends.local._models import (
     DEFAULT_MODEL,
@@ -253,6 +256,12 @@ class LocalClient:
         """Stop the run if it is training, then remove it and its adapter from disk."""
         await self._runner.delete_tuning_run(run_id)
 
+    async def soft_prompt(self, run_id: str) -> bytes | None:
+        """The run's kept soft prompt (PEFT's `adapter_model.safetensors`); None before it is
+        written (`SoftPromptSource`: what experiment trackers keep)."""
+        path = self.store.adapter_dir(check_id(run_id, "run_id")) / ADAPTER_WEIGHTS
+        return await anyio.to_thread.run_sync(_read_if_present, path)
+
     async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         """The run's kept checkpoints, oldest first, as they are on disk now."""
         return await self._runner.list_checkpoints(run_id)
@@ -388,3 +397,10 @@ def _check_home(home: Path) -> None:
                     "GRANITE_TUNER_HOME to one."
                 )
             return
+
+
+def _read_if_present(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
