@@ -23,7 +23,7 @@ RENDERER = ROOT / "scripts" / "render_notebook.py"
 #: docs/notebook.md). The defaults in the notebook are the full demo.
 CI_SIZES = {
     "GRANITE_TUNER_TUTORIAL_EPOCHS": "2",
-    "GRANITE_TUNER_TUTORIAL_TRAIN_EXAMPLES": "0",
+    "GRANITE_TUNER_TUTORIAL_TRAIN_EXAMPLES": "200",
     "GRANITE_TUNER_TUTORIAL_TEST_EXAMPLES": "40",
 }
 
@@ -91,6 +91,9 @@ def test_the_tutorial_runs_top_to_bottom_in_a_real_kernel(
     monkeypatch.delenv("GRANITE_TUNER_TUTORIAL_WATSONX", raising=False)
     for name, value in CI_SIZES.items():
         monkeypatch.setenv(name, value)
+    # One torch thread: on a runner shared with other jobs, a thread per core made each step
+    # about seven times slower (threads spinning against each other's); alone, it costs little.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # The kernel imports this checkout's granite_tuner, as the test process does.
     paths = [str(SOURCE.parent), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))

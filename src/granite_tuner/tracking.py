@@ -102,7 +102,7 @@ async def log_finished_run(
     trackers: Sequence[Tracker], result: TuningResult, soft_prompt: bytes | None
 ) -> None:
     """A finished run's final loss and files, then `finish` (succeeded or not)."""
-    files = await anyio.to_thread.run_sync(result_artifacts, result, soft_prompt)
+    files = await _files_of(result_artifacts, result, soft_prompt)
     if result.final_loss is not None:
         final = {"final_loss": result.final_loss}
         step = len(result.loss_per_epoch)
@@ -125,9 +125,20 @@ async def log_evaluation(
         numbers = report_metrics(report)
     await notify(trackers, lambda t: t.start("evaluation", parameters))
     await notify(trackers, lambda t: t.log_metrics(numbers, step=0))
-    files = await anyio.to_thread.run_sync(evaluation_artifacts, report)
+    files = await _files_of(evaluation_artifacts, report)
     await _log_files(trackers, files)
     await notify(trackers, lambda t: t.finish(succeeded=True))
+
+
+async def _files_of(build: Callable[..., dict[str, bytes]], *args: Any) -> dict[str, bytes]:
+    """The files to log, built in a worker thread (PNGs take a moment); none if that fails."""
+    try:
+        return await anyio.to_thread.run_sync(build, *args)
+    except Exception as exc:  # tracking never breaks a run
+        logger.warning(
+            "Could not build the files for the trackers (%s: %s)", type(exc).__name__, exc
+        )
+        return {}
 
 
 async def _log_files(trackers: Sequence[Tracker], files: Mapping[str, bytes]) -> None:

@@ -655,7 +655,10 @@ class Tuner:
             result = self._result()
             soft_prompt = None
             if isinstance(self.client, SoftPromptSource) and result.succeeded:
-                soft_prompt = await self.client.soft_prompt(result.run_id)
+                try:
+                    soft_prompt = await self.client.soft_prompt(result.run_id)
+                except Exception as exc:  # tracking never breaks a run
+                    logger.warning("Could not read run %s's soft prompt: %s", result.run_id, exc)
             await log_finished_run(trackers, result, soft_prompt)
 
     async def _cancel_remote(self, run_id: str) -> None:
