@@ -10,9 +10,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import granite_tuner
+from granite_tuner import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "tutorial.ipynb"
@@ -130,3 +132,28 @@ def test_the_docs_page_shows_the_current_notebook() -> None:
     expected = renderer.render(json.loads(NOTEBOOK.read_text(encoding="utf-8")))
     page = renderer.PAGE.read_text(encoding="utf-8")
     assert page == expected, "run: python scripts/render_notebook.py"
+
+
+@pytest.mark.anyio
+async def test_a_local_client_closed_from_another_task_says_so_and_stays_open(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Jupyter runs each cell as its own task: closing a LocalClient in a later cell than the
+    one that opened it gets a clear error, and the client goes on working."""
+    from granite_tuner.backends.local import LocalClient
+
+    client = LocalClient(str(tiny_model_dir), home=tmp_path / "home")
+    opened, may_close = anyio.Event(), anyio.Event()
+
+    async def first_cell() -> None:
+        async with client:
+            opened.set()
+            await may_close.wait()
+
+    async with anyio.create_task_group() as cells:
+        cells.start_soon(first_cell)
+        await opened.wait()
+        with pytest.raises(ConfigurationError, match="opened in another task"):
+            await client.__aexit__(None, None, None)
+        assert await client.list_tuning_runs() == []  # still open
+        may_close.set()

@@ -132,6 +132,7 @@ class LocalClient:
             torch_limiter=torch_limiter,
         )
         self._task_group: TaskGroup | None = None
+        self._opened_in: int | None = None  # the task that entered `async with`
 
     @property
     def backend_name(self) -> Literal["local"]:
@@ -165,6 +166,7 @@ class LocalClient:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._opened_in = anyio.get_current_task().id
         self._runner.open(task_group)
         self._server.open(task_group)
         return self
@@ -178,6 +180,14 @@ class LocalClient:
         task_group = self._task_group
         if task_group is None:
             return None
+        if anyio.get_current_task().id != self._opened_in:
+            # Its runs and batcher are tasks of the task that opened it; only that task can
+            # close them. Nothing is changed: the client stays open and usable.
+            raise ConfigurationError(
+                "This LocalClient was opened in another task (in Jupyter: another cell) and "
+                "can only be closed there. Use `async with LocalClient() as client:` within "
+                "one cell, or leave it open until the kernel restarts."
+            )
         self._server.close()
         self._runner.close()
         task_group.cancel_scope.cancel()
