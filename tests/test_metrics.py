@@ -24,6 +24,7 @@ from granite_tuner.metrics import (
     compute_metrics,
     mcnemar_exact,
     paired_counts,
+    wilson_interval,
 )
 
 NEVER = "<never a label>"  # what a user would put in place of an unparsed prediction
@@ -288,3 +289,55 @@ def test_paired_counts() -> None:
     assert paired_counts([True, False], [True, True]) == (0, 1)
     with pytest.raises(ConfigurationError, match="same examples"):
         paired_counts([True], [True, False])
+
+
+# --- Wilson intervals --------------------------------------------------------------------------
+
+
+def _wilson_by_quadratic(successes: int, trials: int, z: float) -> tuple[float, float]:
+    """The Wilson bounds derived another way: the p with |p̂ - p| = z·sqrt(p(1-p)/n), i.e. the
+    roots of (1 + z²/n)·p² - (2p̂ + z²/n)·p + p̂² = 0."""
+    phat = successes / trials
+    a = 1 + z * z / trials
+    b = -(2 * phat + z * z / trials)
+    c = phat * phat
+    root = math.sqrt(b * b - 4 * a * c)
+    return (-b - root) / (2 * a), (-b + root) / (2 * a)
+
+
+@pytest.mark.parametrize(("successes", "trials"), [(0, 10), (5, 10), (10, 10), (93, 100)])
+def test_wilson_interval_matches_the_closed_form_and_scipy(successes: int, trials: int) -> None:
+    interval = wilson_interval(successes, trials)
+    z = 1.959963984540054  # the normal 0.975 quantile
+    low, high = _wilson_by_quadratic(successes, trials, z)
+    assert interval.low == pytest.approx(low, abs=1e-12)
+    assert interval.high == pytest.approx(high, abs=1e-12)
+    reference = binomtest(successes, trials).proportion_ci(method="wilson")
+    assert (interval.low, interval.high) == pytest.approx((reference.low, reference.high))
+    assert (interval.successes, interval.trials, interval.confidence) == (successes, trials, 0.95)
+
+
+def test_wilson_interval_known_values() -> None:
+    # Rounded values as tables of the Wilson interval give them.
+    assert wilson_interval(0, 10).low == 0.0
+    assert wilson_interval(0, 10).high == pytest.approx(0.2775, abs=5e-5)
+    assert (wilson_interval(5, 10).low, wilson_interval(5, 10).high) == pytest.approx(
+        (0.2366, 0.7634), abs=5e-5
+    )
+    assert wilson_interval(10, 10).high == 1.0
+    assert wilson_interval(10, 10).low == pytest.approx(0.7225, abs=5e-5)
+    ci = wilson_interval(93, 100)
+    assert (ci.low, ci.high) == pytest.approx((0.8625, 0.9657), abs=5e-5)
+    assert str(ci) == "[0.863, 0.966]"
+
+
+def test_wilson_interval_edges_and_bad_input() -> None:
+    nothing = wilson_interval(0, 0)
+    assert (nothing.low, nothing.high) == (0.0, 1.0)
+    wider = wilson_interval(93, 100, confidence=0.99)
+    assert wider.low < wilson_interval(93, 100).low
+    for successes, trials in ((-1, 10), (11, 10), (0, -1)):
+        with pytest.raises(ConfigurationError):
+            wilson_interval(successes, trials)
+    with pytest.raises(ConfigurationError):
+        wilson_interval(1, 2, confidence=1.0)

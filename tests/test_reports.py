@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from granite_tuner.metrics import compare_to_baseline, compute_metrics
+from granite_tuner.metrics import compare_to_baseline, compute_metrics, wilson_interval
 from granite_tuner.reports import (
     ITEM_COLUMNS,
+    SUMMARY_COLUMNS,
     ComparisonReport,
     EvaluationReport,
     ItemResult,
@@ -140,10 +141,14 @@ def test_comparison_report_markdown_has_a_row_per_target_and_each_difference() -
     text = report.to_markdown()
     tuned = report.reports["tuned"].metrics
     base = report.reports["base"].metrics
+    accuracy_ci = wilson_interval(4, 5)  # 4 of 5 right
+    certain_ci = wilson_interval(3, 3)  # 3 predicted 1, all right; 3 expected 1, all found
     assert (
-        f"| tuned | {tuned.accuracy:.4f} | {tuned.f1:.4f} | {tuned.precision:.4f} | "
-        f"{tuned.recall:.4f} | 1 | 0 |" in text
+        f"| tuned | {tuned.accuracy:.4f} | {accuracy_ci.low:.4f} – {accuracy_ci.high:.4f} | "
+        f"{tuned.f1:.4f} | {tuned.precision:.4f} | {certain_ci.low:.4f} – 1.0000 | "
+        f"{tuned.recall:.4f} | {certain_ci.low:.4f} – 1.0000 | 1 | 0 |" in text
     )
+    assert "95% CI: Wilson score interval." in text
     assert f"| base (baseline) | {base.accuracy:.4f} |" in text
     (difference,) = report.comparisons
     assert (difference.b, difference.c) == (1, 3)
@@ -168,3 +173,67 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         make_comparison().to_json(path)
     assert path.read_bytes() == before  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left
+
+
+# --- confidence intervals in every format ------------------------------------------------------
+
+
+def test_metrics_carry_wilson_intervals_for_accuracy_precision_and_recall() -> None:
+    report = make_report("tuned", ["1", "0", "1", None, "1"])
+    m = report.metrics
+    assert m.accuracy_ci == wilson_interval(4, 5)
+    assert m.precision_ci == wilson_interval(3, 3)  # binary: the positive label "1"
+    assert m.recall_ci == wilson_interval(3, 3)
+    zero, one = m.per_label
+    assert (zero.label, zero.precision_ci, zero.recall_ci) == (
+        "0",
+        wilson_interval(1, 1),  # predicted "0" once, right
+        wilson_interval(1, 2),  # two expected "0", one found (the other failed)
+    )
+    assert one.recall_ci == wilson_interval(3, 3)
+    assert m.accuracy_ci is not None
+    assert m.accuracy_ci.low <= m.accuracy <= m.accuracy_ci.high
+
+
+def test_intervals_survive_json_and_old_reports_without_them_still_load(tmp_path: Path) -> None:
+    report = make_comparison()
+    again = ComparisonReport.from_json(report.to_json(tmp_path / "comparison.json"))
+    assert again == report
+    assert again.reports["tuned"].metrics.accuracy_ci == wilson_interval(4, 5)
+    # A report written before intervals existed: the fields are simply absent.
+    document = report.reports["tuned"].model_dump(mode="json")
+    for key in ("accuracy_ci", "precision_ci", "recall_ci"):
+        del document["metrics"][key]
+    old = EvaluationReport.model_validate(document)
+    assert old.metrics.accuracy_ci is None
+    assert "| accuracy | 0.8000 | n/a |" in old.to_markdown()
+
+
+def test_evaluation_markdown_shows_the_accuracy_interval() -> None:
+    report = make_report("tuned", ["1", "0", "1", None, "1"])
+    ci = wilson_interval(4, 5)
+    assert f"| accuracy | 0.8000 | {ci.low:.4f} – {ci.high:.4f} |" in report.to_markdown()
+
+
+def test_summary_csv_and_dataframe_have_intervals_beside_the_p_value(tmp_path: Path) -> None:
+    report = make_comparison()
+    frame = report.summary_to_pandas()
+    assert list(frame.columns) == list(SUMMARY_COLUMNS)
+    assert frame["target"].tolist() == ["base", "tuned"]
+    tuned = frame.set_index("target").loc["tuned"]
+    ci = wilson_interval(4, 5)
+    assert (tuned["accuracy_ci_low"], tuned["accuracy_ci_high"]) == (ci.low, ci.high)
+    assert tuned["precision_ci_high"] == 1.0
+    assert tuned["mcnemar_p"] == pytest.approx(0.625)
+    base = frame.set_index("target").loc["base"]
+    assert bool(base["baseline"]) is True
+    assert pd.isna(base["mcnemar_p"])
+
+    from_csv = pd.read_csv(report.summary_to_csv(tmp_path / "summary.csv"))
+    assert list(from_csv.columns) == list(SUMMARY_COLUMNS)
+    assert from_csv["accuracy_ci_low"].tolist() == pytest.approx(frame["accuracy_ci_low"].tolist())
+    assert from_csv["mcnemar_p"].tolist()[1] == pytest.approx(0.625)
+
+    single = report.reports["tuned"].summary_to_pandas()
+    assert single["accuracy_ci_high"].tolist() == [ci.high]
+    assert pd.isna(single["mcnemar_p"].iloc[0])

@@ -1,7 +1,8 @@
 """The learning-curve PNG: loss per epoch (training and validation), and loss over time.
 
-Works outside Jupyter. When the run validated, the left panel also shows the validation loss
-and (on a second axis) the validation accuracy after each epoch, and marks the kept epoch.
+Works outside Jupyter; in Jupyter, the figure shows inline. When the run validated, the left
+panel also shows the validation loss and (on a second axis) the validation accuracy after each
+epoch, and marks the kept epoch.
 
 matplotlib is an optional extra (`granite-tuner[plot]`); it is imported only here, with the
 non-interactive Agg backend, so no display is needed and nothing global is changed.
@@ -9,6 +10,8 @@ non-interactive Agg backend, so no display is needed and nothing global is chang
 
 from __future__ import annotations
 
+import functools
+import io
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +24,13 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["CurveSource", "learning_curve_figure", "save_learning_curve"]
+__all__ = [
+    "CurveSource",
+    "learning_curve_figure",
+    "png_bytes",
+    "save_learning_curve",
+    "scores_figure",
+]
 
 
 class _LoggedStep(Protocol):
@@ -65,19 +74,13 @@ class CurveSource(Protocol):
 
 def learning_curve_figure(result: CurveSource) -> Figure:
     """A figure with two panels: mean loss per epoch, and every logged loss over time."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - the extra is installed in every test run
-        raise ConfigurationError(
-            "Plotting needs matplotlib: pip install 'granite-tuner[plot]'."
-        ) from None
-
+    figure_class = _figure_class()
     losses = result.loss_per_epoch
     if not losses:
         raise ConfigurationError(
             f"Run {result.run_id} has no loss values yet, so there is no curve to draw."
         )
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure = figure_class(figsize=(10, 4), layout="constrained")
     per_epoch, over_time = figure.subplots(1, 2)
     epochs = list(range(1, len(losses) + 1))
     per_epoch.plot(epochs, losses, marker="o", label="training loss (mean)")
@@ -105,6 +108,68 @@ def learning_curve_figure(result: CurveSource) -> Figure:
     if result.base_model:
         title += f" of {result.base_model}"
     figure.suptitle(title)
+    return figure
+
+
+@functools.cache
+def _figure_class() -> type[Figure]:
+    """A matplotlib `Figure` that Jupyter shows as a PNG by itself.
+
+    A bare `Figure` (not made by pyplot) displays as `<Figure size ...>` text unless the user
+    has turned on matplotlib's inline support; giving it `_repr_png_` makes it show inline
+    without touching pyplot's global state.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - the extra is installed in every test run
+        raise ConfigurationError(
+            "Plotting needs matplotlib: pip install 'granite-tuner[plot]'."
+        ) from None
+
+    class InlineFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            return png_bytes(self)
+
+    return InlineFigure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+#: One bar of `scores_figure`: (target, metric, value, interval low, interval high).
+ScoreBar = tuple[str, str, float, float | None, float | None]
+
+
+def scores_figure(bars: Sequence[ScoreBar], title: str) -> Figure:
+    """Grouped bars of each target's scores, with their confidence intervals as error bars."""
+    figure = _figure_class()(figsize=(8, 4), layout="constrained")
+    axes = figure.subplots()
+    targets = list(dict.fromkeys(bar[0] for bar in bars))
+    metrics = list(dict.fromkeys(bar[1] for bar in bars))
+    width = 0.8 / max(len(targets), 1)
+    for t, target in enumerate(targets):
+        offset = (t - (len(targets) - 1) / 2) * width
+        xs, values, below, above = [], [], [], []
+        for m, metric in enumerate(metrics):
+            found = [bar for bar in bars if bar[:2] == (target, metric)]
+            if not found:
+                continue
+            _, _, value, low, high = found[0]
+            xs.append(m + offset)
+            values.append(value)
+            below.append(value - (value if low is None else low))
+            above.append((value if high is None else high) - value)
+        axes.bar(xs, values, width, label=target, yerr=[below, above], capsize=4)
+    axes.set_xticks(range(len(metrics)), metrics)
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("score (error bars: 95% CI)")
+    axes.set_title(title)
+    axes.legend(loc="lower right", fontsize="small")
+    axes.grid(axis="y", alpha=0.3)
     return figure
 
 

@@ -9,17 +9,20 @@ The metrics themselves come from scikit-learn, called so that the numbers equal 
 from scikit-learn directly with unparsed answers replaced by a label that is never right. The
 exact McNemar test says whether two targets' accuracies differ by more than chance, from the
 examples on which exactly one of them is right; it is computed with exact integers, so it stays
-exact for thousands of disagreements.
+exact for thousands of disagreements. Accuracy, precision and recall come with a Wilson
+score interval (`wilson_interval`), so a small test set's uncertainty is in the report.
 """
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from granite_tuner.errors import ConfigurationError
 from granite_tuner.reports import (
+    ConfidenceInterval,
     Counts,
     LabelScores,
     LatencyStats,
@@ -36,6 +39,7 @@ __all__ = [
     "compute_metrics",
     "mcnemar_exact",
     "paired_counts",
+    "wilson_interval",
 ]
 
 #: The confusion-matrix column of items with no predicted label (unparsed or failed).
@@ -168,24 +172,37 @@ def compute_metrics(
     headline = _scores(y_true, predicted, [positive_label], "micro") if binary else macro
 
     matrix = confusion_matrix(y_true, predicted, labels=[*order, never])[:-1]  # no row for `never`
+    intervals = _label_intervals(matrix.tolist())
     columns = [*order, _unparsed_column(order)]
     if missing == 0:
         matrix, columns = matrix[:, :-1], columns[:-1]
 
     correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
+    positive = intervals[order.index(positive_label)] if binary else (None, None)
     return Metrics(
         accuracy=float(accuracy_score(y_true, predicted)),
         precision=headline.precision,
         recall=headline.recall,
         f1=headline.f1,
+        accuracy_ci=wilson_interval(correct, len(y_true)),
+        precision_ci=positive[0],
+        recall_ci=positive[1],
         average="binary" if binary else "macro",
         positive_label=positive_label if binary else None,
         macro=macro,
         weighted=weighted,
         per_label=[
-            LabelScores(label=label, precision=p, recall=r, f1=f, support=s)
-            for label, p, r, f, s in zip(
-                order, *(column.tolist() for column in per_label), strict=True
+            LabelScores(
+                label=label,
+                precision=p,
+                recall=r,
+                f1=f,
+                support=s,
+                precision_ci=precision_ci,
+                recall_ci=recall_ci,
+            )
+            for label, p, r, f, s, (precision_ci, recall_ci) in zip(
+                order, *(column.tolist() for column in per_label), intervals, strict=True
             )
         ],
         labels=order,
@@ -200,6 +217,23 @@ def compute_metrics(
         ),
         latency=_latency(latencies),
     )
+
+
+def _label_intervals(
+    matrix: list[list[int]],
+) -> list[tuple[ConfidenceInterval, ConfidenceInterval]]:
+    """(precision, recall) intervals of each label, from the confusion matrix's counts.
+
+    Row `i` is the examples whose label is `i` (recall's trials); column `i` is the examples
+    predicted `i` (precision's trials); `matrix[i][i]` the hits of both.
+    """
+    return [
+        (
+            wilson_interval(row[i], sum(r[i] for r in matrix)),
+            wilson_interval(row[i], sum(row)),
+        )
+        for i, row in enumerate(matrix)
+    ]
 
 
 def _label_order(
@@ -248,6 +282,46 @@ def _latency(latencies: Iterable[float]) -> LatencyStats:
         mean_s=float(seconds.mean()),
         median_s=float(np.median(seconds)),
         p95_s=float(np.percentile(seconds, 95)),
+    )
+
+
+# --- confidence intervals ----------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, trials: int, *, confidence: float = 0.95) -> ConfidenceInterval:
+    """The Wilson score interval for `successes` out of `trials`.
+
+    Unlike the textbook "p ± z·sqrt(p(1-p)/n)", it never leaves [0, 1] and does not shrink to
+    a point at 0 or n successes (10 right out of 10 still leaves room down to about 0.72),
+    which is what a small test set needs. With p = successes/trials, n = trials and z the
+    normal quantile of (1 + confidence)/2:
+
+        centre = (p + z²/2n) / (1 + z²/n)
+        half   = z / (1 + z²/n) · sqrt(p(1-p)/n + z²/4n²)
+
+    With no trials, nothing is known: [0, 1].
+    """
+    if trials < 0 or not 0 <= successes <= trials:
+        raise ConfigurationError(
+            f"successes={successes}, trials={trials}: need 0 <= successes <= trials."
+        )
+    if not 0 < confidence < 1:
+        raise ConfigurationError(f"confidence={confidence!r}: give a level between 0 and 1.")
+    if trials == 0:
+        return ConfidenceInterval(low=0.0, high=1.0, confidence=confidence, successes=0, trials=0)
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    n = trials
+    p = successes / n
+    shrink = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # At 0 or n successes one end is exactly 0 or 1; say so rather than leave rounding noise.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return ConfidenceInterval(
+        low=low, high=high, confidence=confidence, successes=successes, trials=trials
     )
 
 

@@ -12,9 +12,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from granite_tuner import _html
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "FINISHED_STATES",
@@ -280,8 +285,62 @@ class TuningResult(BaseModel):
             return None
         return (self.finished_at - start).total_seconds()
 
-    def plot_learning_curve(self, path: str | Path) -> Path:
-        """Write a PNG with the loss per epoch and the loss over time; works outside Jupyter."""
-        from granite_tuner._plotting import save_learning_curve
+    @overload
+    def plot_learning_curve(self, path: None = None) -> Figure: ...
+    @overload
+    def plot_learning_curve(self, path: str | Path) -> Path: ...
 
+    def plot_learning_curve(self, path: str | Path | None = None) -> Figure | Path:
+        """The loss per epoch (and validation figures) and the loss over time.
+
+        With `path`, writes a PNG there and returns the path (works outside Jupyter). Without,
+        returns the matplotlib `Figure`, which a notebook shows inline.
+        """
+        from granite_tuner._plotting import learning_curve_figure, save_learning_curve
+
+        if path is None:
+            return learning_curve_figure(self)
         return save_learning_curve(self, Path(path))
+
+    def __repr__(self) -> str:
+        loss = "None" if self.final_loss is None else f"{self.final_loss:.4f}"
+        return (
+            f"TuningResult(run_id={self.run_id!r}, state={self.state!r}, "
+            f"base_model={self.base_model!r}, epochs={self.epochs_completed}, final_loss={loss})"
+        )
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def _repr_html_(self) -> str:
+        """A table of the figures that matter, for Jupyter (every value escaped)."""
+        losses = self.loss_per_epoch
+        accuracies = self.validation_accuracy_per_epoch
+        duration = self.duration_seconds
+        rows: list[tuple[str, object]] = [
+            ("run id", self.run_id),
+            ("name", self.name),
+            ("state", self.state),
+            ("backend", self.backend),
+            ("base model", self.base_model),
+            ("tuned model id", self.model_id),
+            ("epochs done", self.epochs_completed if losses else None),
+            ("final loss", None if self.final_loss is None else f"{self.final_loss:.4f}"),
+            ("loss per epoch", " → ".join(f"{x:.3f}" for x in losses) if losses else None),
+            (
+                "validation loss",
+                " → ".join(f"{x:.3f}" for x in self.validation_loss_per_epoch) or None,
+            ),
+            (
+                "validation accuracy",
+                " → ".join("-" if a is None else f"{a:.3f}" for a in accuracies)
+                if any(a is not None for a in accuracies)
+                else None,
+            ),
+            ("kept epoch", None if self.best_epoch is None else self.best_epoch + 1),
+            ("stopped", self.stop_reason),
+            ("duration", None if duration is None else f"{duration:.0f} s"),
+            ("failure", self.failure_message),
+        ]
+        parts = [_html.fields(rows), *(f"warning: {w}" for w in self.warnings)]
+        return str(_html.block(f"Tuning run {self.name or self.run_id}", *parts))

@@ -44,9 +44,11 @@ from granite_tuner._polling import (
     checked_poll_interval,
     checked_timeout,
 )
+from granite_tuner._progress import TuningBar
 from granite_tuner._retry import look_up_before_resend
 from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import (
+    SoftPromptSource,
     TuningBackend,
     check_id,
     check_request_tag,
@@ -73,6 +75,13 @@ from granite_tuner.events import (
 )
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import TuningResult, TuningRun, epoch_groups
+from granite_tuner.tracking import (
+    Tracker,
+    check_trackers,
+    flat_parameters,
+    log_finished_run,
+    notify,
+)
 from granite_tuner.validation import (
     SelectionMetric,
     check_backend_accepts,
@@ -126,6 +135,9 @@ class Tuner:
             score (`0`: never stop early).
         selection_metric: `"accuracy"` or `"loss"`: which validation figure picks the kept
             epoch (by default accuracy for classification, loss otherwise).
+        trackers: experiment trackers (`granite_tuner.tracking`, e.g. `MLflowTracker`) that
+            get the parameters, each epoch's figures, the learning curve, the result and the
+            soft prompt; a tracker that fails is logged and never stops the run.
     """
 
     def __init__(
@@ -147,6 +159,7 @@ class Tuner:
         validation_split: float | None = None,
         early_stopping_patience: int | None = None,
         selection_metric: SelectionMetric | None = None,
+        trackers: Sequence[Tracker] | None = None,
     ) -> None:
         if not isinstance(client, TuningBackend):
             raise ConfigurationError(
@@ -170,6 +183,7 @@ class Tuner:
         self.poll_interval = checked_poll_interval(poll_interval)
         self.cancel_on_exit = cancel_on_exit
         self.on_event = on_event
+        self.trackers = check_trackers(trackers)
         self.validation_data = validation_data
         self.validation = validation_options(
             validation_data=validation_data,
@@ -243,25 +257,35 @@ class Tuner:
     def __repr__(self) -> str:
         return f"Tuner(name={self.name!r}, base_model={self.base_model!r}, run_id={self.run_id!r})"
 
-    async def run(self) -> TuningResult:
+    async def run(self, *, progress: bool = False) -> TuningResult:
         """Check, upload, start (unless attached) and wait; the completed run's result.
+
+        With `progress=True`, a bar shows the epochs done, the state and the loss (a widget in
+        Jupyter, text on stderr elsewhere; needs `tqdm`). Nothing is shown by default.
 
         Raises `TuningFailedError` if the run fails or is canceled, `TuningTimeoutError` if
         `timeout` passes first (the run goes on).
         """
+        bar = TuningBar(self.name, self.parameters.num_epochs) if progress else None
         result: TuningResult | None = None
-        async with aclosing(self.events()) as events:
-            async for event in events:
-                if isinstance(event, RunFinished):
-                    result = self._result()
+        try:
+            async with aclosing(self.events()) as events:
+                async for event in events:
+                    if bar is not None:
+                        bar(event)
+                    if isinstance(event, RunFinished):
+                        result = self._result()
+        finally:
+            if bar is not None:
+                bar.close()
         assert result is not None  # events() ends with RunFinished or raises
         return result
 
-    async def wait(self) -> TuningResult:
+    async def wait(self, *, progress: bool = False) -> TuningResult:
         """Wait for an attached or submitted run; the same as `run()` once a run exists."""
         if self.run_id is None and self._attach_by_name is None and not self._attach_by_tag:
             raise ConfigurationError("Nothing to wait for: call run() or Tuner.attach() first.")
-        return await self.run()
+        return await self.run(progress=progress)
 
     async def submit(self) -> str:
         """Check everything, upload the data and start the run; returns the run id."""
@@ -598,11 +622,44 @@ class Tuner:
         )
 
     async def _emit(self, event: TuningEvent) -> None:
+        if self.trackers:
+            await self._track(event)
         if self.on_event is None:
             return
         outcome = self.on_event(event)
         if inspect.isawaitable(outcome):
             await outcome
+
+    async def _track(self, event: TuningEvent) -> None:
+        """Hand the trackers what they keep of this event (see `granite_tuner.tracking`)."""
+        trackers = self.trackers
+        if isinstance(event, RunSubmitted):
+            parameters = flat_parameters(
+                {
+                    "run_id": event.run_id,
+                    "backend": self.client.backend_name,
+                    "base_model": event.base_model or self.base_model,
+                    **self.parameters.model_dump(mode="json"),
+                    "validation": self.validation.model_dump(mode="json"),
+                }
+            )
+            await notify(trackers, lambda t: t.start(event.name or self.name, parameters))
+        elif isinstance(event, EpochCompleted):
+            figures = {"train_loss": event.mean_loss}
+            if event.validation_loss is not None:
+                figures["validation_loss"] = event.validation_loss
+            if event.validation_accuracy is not None:
+                figures["validation_accuracy"] = event.validation_accuracy
+            await notify(trackers, lambda t: t.log_metrics(figures, step=event.epoch + 1))
+        elif isinstance(event, RunFinished):
+            result = self._result()
+            soft_prompt = None
+            if isinstance(self.client, SoftPromptSource) and result.succeeded:
+                try:
+                    soft_prompt = await self.client.soft_prompt(result.run_id)
+                except Exception as exc:  # tracking never breaks a run
+                    logger.warning("Could not read run %s's soft prompt: %s", result.run_id, exc)
+            await log_finished_run(trackers, result, soft_prompt)
 
     async def _cancel_remote(self, run_id: str) -> None:
         """Cancel the remote run even though our own task is being cancelled."""

@@ -12,6 +12,7 @@ from granite_tuner.cli._app import build_parser
 from granite_tuner.cli._backends import BackendOptions
 from granite_tuner.cli._context import CLI_NAME_PREFIX, Context
 from granite_tuner.cli._render import Renderer
+from granite_tuner.metrics import wilson_interval
 from granite_tuner.testing import FakeWatsonx, GenerationCall
 from tests.cli.conftest import BASE_MODEL, RunCli, Watsonx
 
@@ -231,6 +232,9 @@ def test_deploy_a_run_then_evaluate_and_compare(
     assert base.code == 0, base.err
     assert "accuracy" in base.out
     assert "0.500" in base.out
+    half = wilson_interval(30, 60)  # 30 of 60 right: the interval is in the table too
+    assert "95% CI" in base.out
+    assert f"{half.low:.2f}–{half.high:.2f}" in base.out
     assert "60/60" in base.err  # the progress bar: items done,
     assert "items/s" in base.err  # their rate,
     assert "0 errors" in base.err  # and how many failed
@@ -249,6 +253,8 @@ def test_deploy_a_run_then_evaluate_and_compare(
     )
     assert compared.code == 0, compared.err
     assert "McNemar p" in compared.out
+    assert "95% CI" in compared.out
+    assert f"{wilson_interval(60, 60).low:.2f}–1.00" in compared.out  # tuned: all right
     assert "tuned vs base" in compared.out
     assert "significant" in compared.out
     assert "120/120" in compared.err

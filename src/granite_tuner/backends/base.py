@@ -36,6 +36,7 @@ __all__ = [
     "DeploymentInfo",
     "DeploymentState",
     "ServingBackend",
+    "SoftPromptSource",
     "TuningBackend",
     "check_id",
     "check_request_tag",
@@ -314,6 +315,19 @@ class ServingBackend(Protocol):
         parameters: GenerationParameters | Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         """One completion from a base model (`model_id`) or a deployment (`deployment_id`)."""
+        ...
+
+
+@runtime_checkable
+class SoftPromptSource(Protocol):
+    """An optional capability: a backend that hands out a tuned soft prompt's weights.
+
+    The local backend does (experiment trackers keep it as an artifact); watsonx.ai keeps its
+    tuned prompts to itself, so `WatsonxClient` does not have this method.
+    """
+
+    async def soft_prompt(self, run_id: str) -> bytes | None:
+        """The run's kept soft prompt as a safetensors file's bytes; None before there is one."""
         ...
 
 

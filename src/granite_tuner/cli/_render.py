@@ -39,7 +39,12 @@ from granite_tuner.events import (
     StepLogged,
     TuningEvent,
 )
-from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
+from granite_tuner.reports import (
+    ComparisonReport,
+    ConfidenceInterval,
+    EvaluationReport,
+    ItemResult,
+)
 from granite_tuner.runs import CheckpointInfo, TuningResult, epoch_groups
 
 __all__ = ["EvaluationProgress", "Renderer", "TuningProgress", "result_document"]
@@ -189,21 +194,22 @@ class Renderer:
         table = Table(box=box.SIMPLE_HEAD)
         table.add_column("metric")
         table.add_column("value", justify="right", no_wrap=True)
+        table.add_column("95% CI", justify="right", no_wrap=True)
         positive = f", positive {m.positive_label!r}" if m.average == "binary" else ""
         average = f" ({m.average}{positive})"
-        for name, value in (
-            ("items", str(m.counts.total)),
-            ("accuracy", _number(m.accuracy)),
-            ("precision" + average, _number(m.precision)),
-            ("recall" + average, _number(m.recall)),
-            ("F1" + average, _number(m.f1)),
-            ("F1 (macro)", _number(m.macro.f1)),
-            ("failed", _count(m.counts.failed)),
-            ("unparsed", _count(m.counts.unparsed)),
-            ("latency mean", _duration(m.latency.mean_s, precise=True)),
-            ("latency p95", _duration(m.latency.p95_s, precise=True)),
+        for name, value, interval in (
+            ("items", str(m.counts.total), ""),
+            ("accuracy", _number(m.accuracy), _interval(m.accuracy_ci)),
+            ("precision" + average, _number(m.precision), _interval(m.precision_ci)),
+            ("recall" + average, _number(m.recall), _interval(m.recall_ci)),
+            ("F1" + average, _number(m.f1), ""),
+            ("F1 (macro)", _number(m.macro.f1), ""),
+            ("failed", _count(m.counts.failed), ""),
+            ("unparsed", _count(m.counts.unparsed), ""),
+            ("latency mean", _duration(m.latency.mean_s, precise=True), ""),
+            ("latency p95", _duration(m.latency.p95_s, precise=True), ""),
         ):
-            table.add_row(name, value)
+            table.add_row(name, value, interval)
         confusion = Table(title="Confusion matrix", box=box.SIMPLE_HEAD, title_justify="left")
         confusion.add_column("expected \\ predicted")
         for column in m.columns:
@@ -220,10 +226,10 @@ class Renderer:
             m = target.metrics
             targets.add_row(
                 name + (" (baseline)" if name == report.baseline else ""),
-                _number(m.accuracy),
+                _with_interval(m.accuracy, m.accuracy_ci),
                 _number(m.f1),
-                _number(m.precision),
-                _number(m.recall),
+                _with_interval(m.precision, m.precision_ci),
+                _with_interval(m.recall, m.recall_ci),
                 _count(m.counts.failed),
                 _count(m.counts.unparsed),
             )
@@ -246,6 +252,7 @@ class Renderer:
                 verdict,
             )
         note = Text(
+            "Under each score: its 95% CI (Wilson score interval). "
             "b: baseline right, target wrong; c: baseline wrong, target right; McNemar p: exact "
             "two-sided test of b against c (significant: p < 0.05).",
             style="dim",
@@ -393,6 +400,18 @@ def _optional(value: float | None) -> str:
 
 def _number(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else "–"
+
+
+def _interval(interval: ConfidenceInterval | None) -> str:
+    return "–" if interval is None else f"{interval.low:.2f}–{interval.high:.2f}"
+
+
+def _with_interval(value: float, interval: ConfidenceInterval | None) -> Text:
+    """A score with its 95% interval on the line under it, so the table stays narrow."""
+    text = Text(_number(value))
+    if interval is not None:
+        text.append("\n" + _interval(interval), style="dim")
+    return text
 
 
 def _count(value: int) -> Text:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from granite_tuner import _html
 from granite_tuner.errors import DataProblem
 
 Purpose = Literal["training", "evaluation", "validation"]
@@ -33,6 +34,14 @@ class TrainingLimits:
 
 
 TRAINING_LIMITS = TrainingLimits()
+
+_SHOWN = 10  # labels named in a repr
+_SHOWN_EXAMPLES = 3  # examples shown in the HTML view
+
+
+def _shown_labels(counts: dict[str, int]) -> str:
+    shown = dict(list(counts.items())[:_SHOWN])
+    return repr(shown)[:-1] + (", …}" if len(counts) > _SHOWN else "}")
 
 
 class Example(BaseModel):
@@ -73,6 +82,46 @@ class LabelledSet(BaseModel):
             json.dumps({"input": e.input, "output": e.output}, ensure_ascii=False) + "\n"
             for e in self.examples
         ).encode("utf-8")
+
+    def __repr__(self) -> str:
+        return (
+            f"LabelledSet(examples={len(self.examples)}, source={self.source!r}, "
+            f"labels={_shown_labels(self.label_counts())}, warnings={len(self.warnings)})"
+        )
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def _repr_html_(self) -> str:
+        """The data check at a glance, for Jupyter: size, labels, warnings, a few examples."""
+        counts = self.label_counts()
+        total = len(self.examples) or 1
+        labels = _html.grid(
+            ["label", "examples", "share"],
+            [(label, n, f"{n / total:.0%}") for label, n in list(counts.items())[:_SHOWN]],
+        )
+        more = len(counts) - _SHOWN
+        parts: list[_html.Html | str] = [
+            _html.fields([("examples", len(self.examples)), ("source", self.source)]),
+            labels,
+        ]
+        if more > 0:
+            parts.append(f"… and {more} more labels")
+        if self.warnings:
+            parts.append(
+                _html.block(
+                    f"{len(self.warnings)} warning(s)",
+                    _html.grid(
+                        ["line", "check", "message"],
+                        [(w.line or "", w.code, w.message) for w in self.warnings],
+                    ),
+                )
+            )
+        else:
+            parts.append("No warnings: the data passed every check.")
+        first = [(e.input, e.output) for e in self.examples[:_SHOWN_EXAMPLES]]
+        parts.append(_html.block("First examples", _html.grid(["input", "output"], first)))
+        return str(_html.block("Labelled set", *parts))
 
     def content_hash(self) -> str:
         """SHA-256 (hex) of `to_jsonl()`: equal sets give equal hashes, so uploads can be reused."""

@@ -19,6 +19,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from granite_tuner._exceptions import raise_lone_error
+from granite_tuner._progress import EvaluationBar
 from granite_tuner.errors import ConfigurationError
 from granite_tuner.evaluator._inputs import EvaluationData, _open_data
 from granite_tuner.evaluator._labels import LabelParserSpec, _check_labels
@@ -26,6 +27,7 @@ from granite_tuner.evaluator._run import _Run, _RunSettings
 from granite_tuner.evaluator._targets import Target, _baseline, _named_targets, _resolve_target
 from granite_tuner.limits import RateLimiter
 from granite_tuner.reports import ComparisonReport, EvaluationReport, ItemResult
+from granite_tuner.tracking import Tracker, check_trackers, flat_parameters, log_evaluation
 
 _DEFAULT_WORKERS = 8
 _LIMITED_WORKERS = 64
@@ -69,6 +71,9 @@ class Evaluator:
         positive_label: the positive class for binary precision/recall/F1.
         item_timeout: seconds one call may take (after its rate-limiter slot, if any); a late
             item is recorded as failed with error_type "TimeoutError".
+        trackers: experiment trackers (`granite_tuner.tracking`) that get each finished
+            `evaluate` / `compare`: scores with their intervals, McNemar's p-value, the report
+            and a figure; a tracker that fails is logged and never stops the evaluation.
 
     `evaluate` and `compare` take an optional `on_progress(item)` (plain or async), called by
     the worker that finished the item: keep it quick, and an error in it stops the run.
@@ -86,6 +91,7 @@ class Evaluator:
         labels: Sequence[str] | None = None,
         positive_label: str = "1",
         item_timeout: float | None = None,
+        trackers: Sequence[Tracker] | None = None,
     ) -> None:
         workers = (
             _default_workers(client, rate_limiter) if max_concurrency is None else max_concurrency
@@ -108,6 +114,7 @@ class Evaluator:
                 f"label_parser must be a function, a mapping or None, not {kind}."
             )
         self._client = client
+        self._trackers = check_trackers(trackers)
         self._settings = _RunSettings(
             workers=workers,
             rate_limiter=rate_limiter,
@@ -137,10 +144,17 @@ class Evaluator:
         *,
         name: str = "target",
         on_progress: ProgressCallback | None = None,
+        progress: bool = False,
     ) -> EvaluationReport:
-        """Run every example through `target` and score the answers."""
-        report = await self._execute(data, {name: target}, name, on_progress)
-        return report.reports[name]
+        """Run every example through `target` and score the answers.
+
+        With `progress=True`, a bar counts the items done and failed (a widget in Jupyter,
+        text on stderr elsewhere; needs `tqdm`). Nothing is shown by default.
+        """
+        report = await self._execute(data, {name: target}, name, on_progress, progress)
+        single = report.reports[name]
+        await self._track(single, [name], name)
+        return single
 
     async def compare(
         self,
@@ -150,6 +164,7 @@ class Evaluator:
         *,
         baseline: str | None = None,
         on_progress: ProgressCallback | None = None,
+        progress: bool = False,
         **named_targets: Target,
     ) -> ComparisonReport:
         """Run every example through each target and compare each with the baseline.
@@ -157,11 +172,14 @@ class Evaluator:
             await evaluator.compare(test_set, tuned=deployment, base=base_model, baseline="base")
 
         The baseline is `baseline`, or else the first target given; each comparison reports
-        target minus baseline. (Targets named "baseline" or "on_progress" can be given in the
-        `targets` mapping.)
+        target minus baseline. `progress=True` shows a bar, as in `evaluate`. (Targets named
+        "baseline", "on_progress" or "progress" can be given in the `targets` mapping.)
         """
         named = _named_targets(targets, named_targets)
-        return await self._execute(data, named, _baseline(named, baseline), on_progress)
+        chosen = _baseline(named, baseline)
+        report = await self._execute(data, named, chosen, on_progress, progress)
+        await self._track(report, list(named), chosen)
+        return report
 
     @overload
     def stream(
@@ -208,24 +226,50 @@ class Evaluator:
 
     # --- running ---------------------------------------------------------------------------
 
+    async def _track(
+        self, report: EvaluationReport | ComparisonReport, targets: list[str], baseline: str
+    ) -> None:
+        if not self._trackers:
+            return
+        settings = self._settings
+        parameters = flat_parameters(
+            {
+                "targets": ", ".join(targets),
+                "baseline": baseline if len(targets) > 1 else None,
+                "max_concurrency": settings.workers,
+                "positive_label": settings.positive_label,
+                "generation": settings.parameters or {},
+            },
+            prefix="evaluation.",
+        )
+        await log_evaluation(self._trackers, report, parameters)
+
     async def _execute(
         self,
         data: EvaluationData,
         targets: Mapping[str, Target],
         baseline: str,
         on_progress: ProgressCallback | None,
+        progress: bool = False,
     ) -> ComparisonReport:
         run = await self._start(data, targets)
         items: dict[str, list[ItemResult]] = {name: [] for name in targets}
+        bar = EvaluationBar(run.total_items) if progress else None
 
         async def keep(item: ItemResult) -> None:
             items[item.target].append(item)
+            if bar is not None:
+                bar(item)
             if on_progress is not None:
-                progress = on_progress(item)
-                if inspect.isawaitable(progress):
-                    await progress
+                outcome = on_progress(item)
+                if inspect.isawaitable(outcome):
+                    await outcome
 
-        await run.execute(keep)
+        try:
+            await run.execute(keep)
+        finally:
+            if bar is not None:
+                bar.close()
         return await run.summarise(items, baseline)
 
     @asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sized
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -81,6 +81,13 @@ class _Run:
         self._tally = _Tally([t.name for t in targets])
         self._first_error: dict[str, str] = {}
         self._started_at = datetime.now(UTC)
+
+    @property
+    def total_items(self) -> int | None:
+        """How many items the run will produce, when the data's size is known up front."""
+        if isinstance(self._examples, Sized):
+            return len(self._examples) * len(self._targets)
+        return None
 
     async def execute(self, emit: Callable[[ItemResult], Awaitable[None]]) -> None:
         """Run every item through the pool, handing each result to `emit` as it finishes."""

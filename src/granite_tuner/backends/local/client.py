@@ -17,8 +17,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
+import anyio.to_thread
 
 from granite_tuner._exceptions import innermost
+from granite_tuner.backends.base import check_id
+from granite_tuner.backends.local._adapter import ADAPTER_WEIGHTS
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST
 from granite_tuner.backends.local._launching import DEFAULT_COLLECTIVE_TIMEOUT, ProcessOptions
 from granite_tuner.backends.local._models import (
@@ -145,6 +148,7 @@ class LocalClient:
             torch_limiter=torch_limiter,
         )
         self._task_group: TaskGroup | None = None
+        self._opened_in: int | None = None  # the task that entered `async with`
 
     @property
     def backend_name(self) -> Literal["local"]:
@@ -178,6 +182,7 @@ class LocalClient:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._opened_in = anyio.get_current_task().id
         self._runner.open(task_group)
         self._server.open(task_group)
         return self
@@ -191,6 +196,14 @@ class LocalClient:
         task_group = self._task_group
         if task_group is None:
             return None
+        if anyio.get_current_task().id != self._opened_in:
+            # Its runs and batcher are tasks of the task that opened it; only that task can
+            # close them. Nothing is changed: the client stays open and usable.
+            raise ConfigurationError(
+                "This LocalClient was opened in another task (in Jupyter: another cell) and "
+                "can only be closed there. Use `async with LocalClient() as client:` within "
+                "one cell, or leave it open until the kernel restarts."
+            )
         self._server.close()
         self._runner.close()
         task_group.cancel_scope.cancel()
@@ -268,6 +281,12 @@ class LocalClient:
     async def delete_tuning_run(self, run_id: str) -> None:
         """Stop the run if it is training, then remove it and its adapter from disk."""
         await self._runner.delete_tuning_run(run_id)
+
+    async def soft_prompt(self, run_id: str) -> bytes | None:
+        """The run's kept soft prompt (PEFT's `adapter_model.safetensors`); None before it is
+        written (`SoftPromptSource`: what experiment trackers keep)."""
+        path = self.store.adapter_dir(check_id(run_id, "run_id")) / ADAPTER_WEIGHTS
+        return await anyio.to_thread.run_sync(_read_if_present, path)
 
     async def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         """The run's kept checkpoints, oldest first, as they are on disk now."""
@@ -432,3 +451,10 @@ def _check_home(home: Path) -> None:
                     "GRANITE_TUNER_HOME to one."
                 )
             return
+
+
+def _read_if_present(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
