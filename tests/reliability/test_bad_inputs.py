@@ -591,7 +591,7 @@ CASES: list[Case] = [
          ConfigurationError, "use one of"),
     Case("url-iam-plain-http", "urls",
          connect_with(iam_url="http://iam.cloud.ibm.com/identity/token"),
-         ConfigurationError, "iam_url must use https://"),
+         ConfigurationError, "iam_url (WATSONX_IAM_URL) must use https://"),
     Case("url-platform-garbage", "urls", connect_with(platform_url="dataplatform"),
          ConfigurationError, "platform_url must be an absolute URL"),
     Case("url-env-garbage", "urls",

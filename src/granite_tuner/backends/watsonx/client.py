@@ -19,7 +19,11 @@ import httpx
 from granite_tuner._retry import RetryPolicy
 from granite_tuner._version import __version__
 from granite_tuner.backends.base import BaseModelInfo, DeploymentInfo
-from granite_tuner.backends.watsonx._settings import WatsonxSettings, resolve_settings
+from granite_tuner.backends.watsonx._settings import (
+    WatsonxSettings,
+    ca_bundle_from_env,
+    resolve_settings,
+)
 from granite_tuner.backends.watsonx._transport import Transport
 from granite_tuner.backends.watsonx.assets import Assets
 from granite_tuner.backends.watsonx.auth import (
@@ -96,8 +100,9 @@ class WatsonxClient:
     ```
 
     Arguments left out are read from the environment (`WATSONX_URL`, `WATSONX_APIKEY`,
-    `WATSONX_TOKEN`, `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`), or from an
-    `ibm_watsonx_ai.Credentials` passed as `credentials=`. An API key is exchanged at IAM
+    `WATSONX_TOKEN`, `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`, `WATSONX_IAM_URL`, and
+    `WATSONX_CA_BUNDLE` for `verify=`), or from an `ibm_watsonx_ai.Credentials` passed as
+    `credentials=`. An API key is exchanged at IAM
     and refreshed ahead of expiry; a token is used as is. Pass `http_client=` to share your
     own `httpx.AsyncClient` (it is then yours to close). TLS verification is on unless you
     pass `verify=False`; `verify=` also takes a CA bundle path or an `ssl.SSLContext`.
@@ -137,7 +142,10 @@ class WatsonxClient:
         )
         if verify is None:
             credentials_verify = getattr(credentials, "verify", None)
-            verify = credentials_verify if credentials_verify is not None else True
+            if credentials_verify is not None:
+                verify = credentials_verify
+            else:
+                verify = ca_bundle_from_env() or True
         self.retry = retry or RetryPolicy()
         #: Paces text generation (all targets of this client share it); adapts to 429s.
         self.rate_limiter = rate_limiter or RateLimiter()
