@@ -26,6 +26,7 @@ from ._faults import Fault
 from ._generation import default_answer
 from ._models import FakeModel
 from ._server import ConnectionDropped, ServerHandle
+from ._standalone import environment_for, run_until_stopped
 from ._state import GenerationCall, RecordedRequest
 
 FakeWatsonxServer = ServerHandle
@@ -42,4 +43,6 @@ __all__ = [
     "RecordedRequest",
     "ServerHandle",
     "default_answer",
+    "environment_for",
+    "run_until_stopped",
 ]
