@@ -367,3 +367,19 @@ async def test_commands_run_on_either_event_loop(
     assert code == 0
     (run_id,) = watsonx.fake.trainings
     assert run_id in console.export_text()
+
+
+def test_attach_by_id_shows_the_runs_own_name(
+    cli: RunCli, watsonx: Watsonx, fake: FakeWatsonx, training_file: Path
+) -> None:
+    fake.training_polls = 10**9
+    submitted = cli(
+        "tune", str(training_file), "--base-model", BASE_MODEL, "--name", "reviews-pt",
+        "--no-wait", *watsonx.options,
+    )  # fmt: skip
+    assert submitted.code == 0, submitted.err
+    run_id = submitted.out.strip()
+    fake.training_polls = 1
+    attached = cli("attach", run_id, *FAST, *watsonx.options)
+    assert attached.code == 0, attached.err
+    assert f"Attached to tuning run {run_id} (reviews-pt)" in " ".join(attached.err.split())

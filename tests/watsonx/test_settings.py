@@ -182,7 +182,7 @@ def test_a_missing_ca_bundle_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("WATSONX_CA_BUNDLE", str(tmp_path / "nowhere.pem"))
-    with pytest.raises(ConfigurationError, match="WATSONX_CA_BUNDLE=.* is not a file"):
+    with pytest.raises(ConfigurationError, match=r"WATSONX_CA_BUNDLE=.* is not a file"):
         WatsonxClient(url="https://us-south.ml.cloud.ibm.com", api_key=API_KEY, project_id="p")
 
 

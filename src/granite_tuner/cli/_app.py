@@ -210,7 +210,7 @@ def _message(error: BaseException) -> str:
         where = f" {error.filename!s}" if error.filename else ""
         return f"{error.strerror}:{where}"
     message = str(error)
-    if isinstance(error, APIStatusError) and error.trace:
+    if isinstance(error, APIStatusError) and error.trace and error.trace not in message:
         message += f" (trace id {error.trace})"
     return message
 

@@ -121,7 +121,7 @@ def status_error(
     hint = _HINTS.get(status, _SERVER_HINT if status >= 500 else "")
     parts = [f"{operation} failed with HTTP {status} {reason}".rstrip() + "."]
     if said:
-        parts.append(f"The service said: {said}.")
+        parts.append(f"The service said: {said.rstrip('.')}.")
     if hint:
         parts.append(hint)
     if trace:
