@@ -288,3 +288,11 @@ def test_deploy_of_an_unknown_run_is_bad_input_with_one_clean_message(
     assert "no-such-run" in message
     assert ".." not in message
     assert message.count("trace") == 1
+
+
+def test_the_table_in_docs_cli_md_lists_exactly_these_codes() -> None:
+    """One row per exit code; each row has its own test above (130: tests/cli/test_interrupt.py)."""
+    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = text.split("## Exit codes", 1)[1]
+    rows = re.findall(r"^\| (\d+) \|", table, re.MULTILINE)
+    assert [int(code) for code in rows] == [int(code) for code in ExitCode]
