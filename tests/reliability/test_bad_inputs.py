@@ -606,7 +606,7 @@ CASES: list[Case] = [
          APIConnectionError, "use an https:// URL (WATSONX_URL)"),
     Case("url-nothing-listening", "urls",
          connect_with(url="https://127.0.0.1:9", iam_url="https://127.0.0.1:9/identity/token"),
-         APIConnectionError, "Check the URL (WATSONX_URL) and the network"),
+         APIConnectionError, "Check the IAM URL (iam_url=, WATSONX_IAM_URL, --iam-url)"),
     # Model ids: the service's live list decides, so only look-ups are sent.
     Case("model-unknown", "model ids", lambda ctx: tune(ctx, base_model="ibm/granite-99b"),
          InvalidParametersError, "Tunable models: google/flan-t5-xl, ibm/granite-13b-instruct-v2",
