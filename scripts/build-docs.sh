@@ -4,7 +4,8 @@
 #
 #   bash scripts/build-docs.sh [output-folder]      (default: site/)
 #
-# Uses the project's .venv; the doc tools are the `docs` extra of pyproject.toml.
+# Uses the project's .venv; the doc tools are the `docs` extra of pyproject.toml. After the
+# build, scripts/check_site_links.py checks every internal link and anchor of the site.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=.venv/bin
@@ -29,4 +30,7 @@ if [[ $status -ne 0 ]]; then
     echo "build-docs: mkdocs failed (exit $status)" >&2
     exit "$status"
 fi
-echo "build-docs: built $OUT/ with no warnings" >&2
+"$BIN/python" scripts/check_site_links.py "$OUT"
+echo "build-docs: built $OUT/ with no warnings and no broken links" >&2
+echo "build-docs: to read it, serve it (links and search need a server, not file://):" >&2
+echo "  .venv/bin/python -m http.server -d $OUT 8000   # then open http://127.0.0.1:8000/" >&2

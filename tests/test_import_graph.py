@@ -129,7 +129,8 @@ def _layer(module: str) -> str:
 
 
 #: Layer -> the layers it must never import (docs/architecture.md, "Packages and modules").
-#: Besides these, only the CLI imports the CLI, and only the fake imports the fake.
+#: Besides these, only the CLI imports the CLI, and only the fake imports the fake (but for
+#: `granite-tuner fake-server`, which starts it through the public `granite_tuner.testing`).
 _FORBIDDEN = {
     "core": {"backends.local", "backends.watsonx", "tuner", "deployment", "evaluator", "server"},
     "backends.watsonx": {"backends.local", "tuner", "deployment", "evaluator", "server"},
@@ -151,6 +152,9 @@ def layer_violations(graph: dict[str, set[str]]) -> list[str]:
             there = _layer(target)
             forbidden = there in _FORBIDDEN.get(here, set())
             private = there in ("cli", "testing") and there != here
+            # `granite-tuner fake-server` starts the fake through its public package.
+            if here == "cli" and target == "granite_tuner.testing":
+                private = False
             if forbidden or private:
                 wrong.append(f"{module} -> {target}")
     return sorted(wrong)

@@ -307,14 +307,19 @@ class Tuner:
         deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
         try:
             submitted: RunSubmitted | None = None
+            first: TuningRun | None = None
             if self.run_id is None:
                 submitted = await self._resolve_existing() or await self._prepare_and_start()
-            elif self.last_run is None:
-                submitted = RunSubmitted(run_id=self.run_id, name=self.name, attached=True)
+            elif self.last_run is None:  # attached by id: the run's own name, not a new one
+                first = await self.client.get_tuning_run(self.run_id)
+                self.name = first.name or self.name
+                submitted = RunSubmitted(
+                    run_id=first.id, name=self.name, base_model=first.base_model, attached=True
+                )
             if submitted is not None:
                 await self._emit(submitted)
                 yield submitted
-            async for event in self._poll(deadline):
+            async for event in self._poll(deadline, first):
                 await self._emit(event)
                 yield event
         except anyio.get_cancelled_exc_class():
@@ -512,8 +517,13 @@ class Tuner:
             logger.warning(note)
             self.warnings.append(note)
 
-    async def _poll(self, deadline: float) -> AsyncGenerator[TuningEvent, None]:
-        """Read the run until it finishes, yielding what changed since the last read."""
+    async def _poll(
+        self, deadline: float, first: TuningRun | None = None
+    ) -> AsyncGenerator[TuningEvent, None]:
+        """Read the run until it finishes, yielding what changed since the last read.
+
+        `first` is a read made already (attaching by id reads the run for its name).
+        """
         assert self.run_id is not None
         run_id = self.run_id
         client = self.client
@@ -526,7 +536,7 @@ class Tuner:
         unknown_states_logged: set[str] = set()
         previous = self.last_run
         try:
-            async with aclosing(poller.snapshots()) as snapshots:
+            async with aclosing(_starting_with(first, poller.snapshots())) as snapshots:
                 async for run in snapshots:
                     for event in self._changes(previous, run, unknown_states_logged):
                         yield event
@@ -700,3 +710,14 @@ def _parameters(
             field="task_id",
         )
     return parameters
+
+
+async def _starting_with(
+    first: TuningRun | None, snapshots: AsyncGenerator[TuningRun, None]
+) -> AsyncGenerator[TuningRun, None]:
+    """`first` (when given), then the poller's snapshots."""
+    async with aclosing(snapshots):
+        if first is not None:
+            yield first
+        async for run in snapshots:
+            yield run

@@ -277,3 +277,22 @@ def test_a_deployment_timeout_exits_4(
     assert done.code == 4
     (deployment_id,) = fake.deployments
     assert f"granite-tuner cleanup --deployment {deployment_id}" in done.err
+
+
+def test_deploy_of_an_unknown_run_is_bad_input_with_one_clean_message(
+    cli: RunCli, watsonx: Watsonx
+) -> None:
+    done = cli("deploy", "no-such-run", *FAST, *watsonx.options)
+    assert done.code == ExitCode.USAGE, done.err  # docs/cli.md: 2 for an unknown id
+    message = " ".join(done.err.split())
+    assert "no-such-run" in message
+    assert ".." not in message
+    assert message.count("trace") == 1
+
+
+def test_the_table_in_docs_cli_md_lists_exactly_these_codes() -> None:
+    """One row per exit code; each row has its own test above (130: tests/cli/test_interrupt.py)."""
+    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = text.split("## Exit codes", 1)[1]
+    rows = re.findall(r"^\| (\d+) \|", table, re.MULTILINE)
+    assert [int(code) for code in rows] == [int(code) for code in ExitCode]

@@ -373,3 +373,32 @@ async def test_commands_run_on_either_event_loop(
     assert code == 0
     (run_id,) = watsonx.fake.trainings
     assert run_id in console.export_text()
+
+
+def test_attach_by_id_shows_the_runs_own_name(
+    cli: RunCli, watsonx: Watsonx, fake: FakeWatsonx, training_file: Path
+) -> None:
+    fake.training_polls = 10**9
+    submitted = cli(
+        "tune", str(training_file), "--base-model", BASE_MODEL, "--name", "reviews-pt",
+        "--no-wait", *watsonx.options,
+    )  # fmt: skip
+    assert submitted.code == 0, submitted.err
+    run_id = submitted.out.strip()
+    fake.training_polls = 1
+    attached = cli("attach", run_id, *FAST, *watsonx.options)
+    assert attached.code == 0, attached.err
+    assert f"Attached to tuning run {run_id} (reviews-pt)" in " ".join(attached.err.split())
+
+
+def test_the_cleanup_plan_shows_whole_names_on_a_narrow_terminal() -> None:
+    name = "granite-tuner-cli-deployment-20261206-010904-reviews-pt-tuned"
+    run_id = "eb1167b3-67a9-4378-bc65-c1e582e2e662"
+    for width in (60, 200):
+        console = Console(record=True, width=width)
+        ui = Renderer(out=console, err=console)
+        console.print(ui.objects_table("Will delete", [("deployment", run_id, name, "ready")]))
+        shown = console.export_text()
+        assert "…" not in shown
+        assert run_id in shown
+        assert name in shown.replace("\n", "") or name in shown, shown

@@ -591,7 +591,7 @@ CASES: list[Case] = [
          ConfigurationError, "use one of"),
     Case("url-iam-plain-http", "urls",
          connect_with(iam_url="http://iam.cloud.ibm.com/identity/token"),
-         ConfigurationError, "iam_url must use https://"),
+         ConfigurationError, "iam_url (WATSONX_IAM_URL) must use https://"),
     Case("url-platform-garbage", "urls", connect_with(platform_url="dataplatform"),
          ConfigurationError, "platform_url must be an absolute URL"),
     Case("url-env-garbage", "urls",
@@ -606,7 +606,7 @@ CASES: list[Case] = [
          APIConnectionError, "use an https:// URL (WATSONX_URL)"),
     Case("url-nothing-listening", "urls",
          connect_with(url="https://127.0.0.1:9", iam_url="https://127.0.0.1:9/identity/token"),
-         APIConnectionError, "Check the URL (WATSONX_URL) and the network"),
+         APIConnectionError, "Check the IAM URL (iam_url=, WATSONX_IAM_URL, --iam-url)"),
     # Model ids: the service's live list decides, so only look-ups are sent.
     Case("model-unknown", "model ids", lambda ctx: tune(ctx, base_model="ibm/granite-99b"),
          InvalidParametersError, "Tunable models: google/flan-t5-xl, ibm/granite-13b-instruct-v2",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from granite_tuner import ConfigurationError, WatsonxClient
 from granite_tuner.backends.watsonx._endpoints import DEFAULT_IAM_URL, platform_url_for
 from granite_tuner.backends.watsonx._settings import resolve_settings
+from granite_tuner.testing import FakeWatsonx
 
 API_KEY = "test-api-key-0123456789"
 
@@ -140,3 +142,55 @@ def test_client_repr_has_no_secret() -> None:
     assert API_KEY not in repr(client)
     assert API_KEY not in repr(client.settings)
     assert API_KEY not in repr(client.auth)
+
+
+def test_iam_url_comes_from_watsonx_iam_url() -> None:
+    env = {
+        "WATSONX_URL": "https://us-south.ml.cloud.ibm.com",
+        "WATSONX_APIKEY": API_KEY,
+        "WATSONX_PROJECT_ID": "p",
+        "WATSONX_IAM_URL": "https://private.iam.cloud.ibm.com/identity/token/",
+    }
+    assert (
+        resolve_settings(environ=env).iam_url == "https://private.iam.cloud.ibm.com/identity/token"
+    )
+    assert resolve_settings(iam_url="https://iam.example/t", environ=env).iam_url == (
+        "https://iam.example/t"
+    )
+    with pytest.raises(ConfigurationError, match=r"iam_url \(WATSONX_IAM_URL\) must use https"):
+        resolve_settings(environ={**env, "WATSONX_IAM_URL": "http://iam.example/token"})
+
+
+@pytest.mark.anyio
+async def test_from_env_reaches_a_tls_fake_with_only_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The five variables `granite-tuner fake-server` prints are all a client needs."""
+    fake = FakeWatsonx()
+    with fake.serve(tls=True) as server:
+        monkeypatch.setenv("WATSONX_URL", server.url)
+        monkeypatch.setenv("WATSONX_APIKEY", "any-key")
+        monkeypatch.setenv("WATSONX_PROJECT_ID", fake.project_id)
+        monkeypatch.setenv("WATSONX_IAM_URL", server.url + "/identity/token")
+        monkeypatch.setenv("WATSONX_CA_BUNDLE", str(server.ca_cert_path))
+        async with WatsonxClient.from_env() as client:
+            assert await client.trainings.list() == []
+    assert fake.iam_exchanges == 1
+
+
+def test_a_missing_ca_bundle_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WATSONX_CA_BUNDLE", str(tmp_path / "nowhere.pem"))
+    with pytest.raises(ConfigurationError, match=r"WATSONX_CA_BUNDLE=.* is not a file"):
+        WatsonxClient(url="https://us-south.ml.cloud.ibm.com", api_key=API_KEY, project_id="p")
+
+
+def test_verify_given_wins_over_the_ca_bundle_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WATSONX_CA_BUNDLE", str(tmp_path / "nowhere.pem"))
+    client = WatsonxClient(
+        url="https://us-south.ml.cloud.ibm.com", api_key=API_KEY, project_id="p", verify=True
+    )
+    assert repr(client).startswith("WatsonxClient(")

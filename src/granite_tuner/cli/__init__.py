@@ -10,14 +10,17 @@ granite-tuner evaluate DATA --deployment ID | --model ID
 granite-tuner compare DATA --tuned DEPLOYMENT [--base MODEL]
 granite-tuner cleanup --run ID | --deployment ID | --data ID | --prefix P | --created-by-cli
 granite-tuner demo [--model DIR] [--epochs N] [--out DIR]
+granite-tuner serve RUN...                      tuned runs behind HTTP APIs
+granite-tuner fake-server [--env-file FILE]     a fake watsonx.ai, until Ctrl-C
 ```
 
 Every command takes `--json` (one JSON document on stdout, with `"ok"` and `"command"`;
 messages and progress go to stderr) and the backend options: `--local` (with `--home`) for the
-offline backend, otherwise watsonx.ai from `--url`, `--project-id`/`--space-id` or the
-`WATSONX_*` environment variables. The API key is read from `WATSONX_APIKEY` (or a bearer token
-from `WATSONX_TOKEN`), or asked for at a hidden prompt when stdin is a terminal; it is never an
-option, so it never lands in the shell history or the process list.
+offline backend, otherwise watsonx.ai from `--url`, `--project-id`/`--space-id`,
+`--iam-url`, `--ca-bundle` or the `WATSONX_*` environment variables. The API key is read
+from `WATSONX_APIKEY` (or a bearer token from `WATSONX_TOKEN`), or asked for at a hidden
+prompt when stdin is a terminal; it is never an option, so it never lands in the shell history
+or the process list.
 
 Exit codes:
 

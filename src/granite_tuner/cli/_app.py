@@ -23,7 +23,15 @@ from anyio.abc import TaskStatus
 from rich.console import Console
 
 from granite_tuner._version import __version__
-from granite_tuner.cli import _cleanup, _demo, _deploying, _resuming, _serve, _tuning
+from granite_tuner.cli import (
+    _cleanup,
+    _demo,
+    _deploying,
+    _fake_server,
+    _resuming,
+    _serve,
+    _tuning,
+)
 from granite_tuner.cli._backends import BackendOptions, resolve_credentials
 from granite_tuner.cli._context import Context, Handler
 from granite_tuner.cli._exit import EXIT_CODE_TABLE, ExitCode, exit_code_for, innermost
@@ -45,10 +53,13 @@ workflow:
   granite-tuner compare test.jsonl --tuned DEPLOYMENT_ID --base ibm/granite-13b-instruct-v2
   granite-tuner cleanup --created-by-cli
   granite-tuner demo                      # all of it offline, on the shipped data set
+  granite-tuner fake-server               # a fake watsonx.ai to point the commands at
 
 watsonx.ai settings: --url or WATSONX_URL; --project-id/--space-id or WATSONX_PROJECT_ID/
-WATSONX_SPACE_ID; the API key from WATSONX_APIKEY (or a token from WATSONX_TOKEN), else a
-hidden prompt when stdin is a terminal. The key is never an option (shell history, ps).
+WATSONX_SPACE_ID; --iam-url or WATSONX_IAM_URL; --ca-bundle or WATSONX_CA_BUNDLE; the API
+key from WATSONX_APIKEY (or a token from WATSONX_TOKEN), else a hidden prompt when stdin is
+a terminal. The key is never an option (shell history, ps). `granite-tuner fake-server`
+prints all of these for a fake watsonx.ai, to try every command offline.
 
 exit codes:
 {EXIT_CODE_TABLE}
@@ -77,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cleanup.register(subparsers, [common])
     _demo.register(subparsers, [common])
     _serve.register(subparsers, [common])
+    _fake_server.register(subparsers, [common])
     return parser
 
 
@@ -198,7 +210,7 @@ def _message(error: BaseException) -> str:
         where = f" {error.filename!s}" if error.filename else ""
         return f"{error.strerror}:{where}"
     message = str(error)
-    if isinstance(error, APIStatusError) and error.trace:
+    if isinstance(error, APIStatusError) and error.trace and error.trace not in message:
         message += f" (trace id {error.trace})"
     return message
 

@@ -5,7 +5,8 @@
   `--nproc N` (tune, resume) trains in N processes (see docs/scaling.md).
 - Otherwise watsonx.ai. Settings come from the options first (`--url`, `--project-id`,
   `--space-id`, `--iam-url`, `--ca-bundle`), then the environment (`WATSONX_URL`,
-  `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`).
+  `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`, `WATSONX_IAM_URL`, `WATSONX_CA_BUNDLE`), read by
+  `WatsonxClient` itself.
 - The API key is never an option (it would land in the shell history and in `ps`): it comes
   from `WATSONX_APIKEY` (or a bearer token from `WATSONX_TOKEN`), or, when neither is set and
   stdin is a terminal, from a hidden prompt. `resolve_credentials` runs before the event loop

@@ -19,6 +19,7 @@ from granite_tuner.errors import (
     InvalidDataError,
     InvalidParametersError,
     NoCheckpointError,
+    NotFoundError,
     ResumeMismatchError,
     RunFinishedError,
     RunNotFoundError,
@@ -60,6 +61,8 @@ _BAD_INPUT = (
     ResumeMismatchError,
     RunFinishedError,
     NoCheckpointError,
+    # HTTP 404: the service knows no object of the id given (`deploy no-such-run`).
+    NotFoundError,
 )
 _TIMEOUTS = (TuningTimeoutError, DeploymentTimeoutError, APITimeoutError)
 

@@ -124,14 +124,14 @@ def add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> No
         "--iam-url",
         default=default(None),
         metavar="URL",
-        help="IAM token endpoint (default: IBM Cloud's)",
+        help="IAM token endpoint (default: $WATSONX_IAM_URL, else IBM Cloud's)",
     )
     backend.add_argument(
         "--ca-bundle",
         type=Path,
         default=default(None),
         metavar="PEM",
-        help="trust this CA bundle (a private or test certificate authority)",
+        help="trust this CA bundle, a private or test CA (default: $WATSONX_CA_BUNDLE)",
     )
     backend.add_argument(
         "--max-attempts",

@@ -280,15 +280,22 @@ class Renderer:
             )
         return table
 
-    def objects_table(self, title: str, rows: Sequence[Sequence[str]]) -> Table:
+    def objects_table(self, title: str, rows: Sequence[Sequence[str]]) -> Table | Text:
+        """The objects a command will act on (kind, id, name, state), never shortened.
+
+        Ids are what a user copies into the next command, and a confirmation must show all
+        of what it will delete: when the table would not fit the terminal, each object is
+        one plain line instead, which the terminal wraps.
+        """
+        widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+        if sum(widths) + 12 > self.err.width:
+            lines = [f"{kind} {id_}  {name}  ({state})" for kind, id_, name, state in rows]
+            return Text("\n".join([title, *lines]), overflow="fold")
         table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-        table.add_column("kind")
-        # Ids are never shortened: they are what a user copies into the next command.
-        table.add_column(
-            "id", no_wrap=True, min_width=max((len(row[1]) for row in rows), default=2)
-        )
-        table.add_column("name")
-        table.add_column("state")
+        table.add_column("kind", no_wrap=True)
+        table.add_column("id", no_wrap=True)
+        table.add_column("name", no_wrap=True)
+        table.add_column("state", no_wrap=True)
         for row in rows:
             table.add_row(*row)
         return table

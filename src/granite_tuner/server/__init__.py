@@ -3,7 +3,7 @@
 One process loads a base model once and serves any number of locally tuned runs on it, through
 the same micro-batching model server that in-process `Deployment`s use, so IBM's
 `ibm-watsonx-ai` SDK, `langchain-ibm` and the `openai` client keep working with a locally tuned
-model when only their URL and key change::
+model when only their URL and key change:
 
     from granite_tuner.server import ServeConfig, serve
 

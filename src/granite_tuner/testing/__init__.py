@@ -3,7 +3,7 @@
 It speaks the REST protocol that IBM's official ``ibm-watsonx-ai`` SDK speaks (a contract
 test drives it with that SDK): API-key exchange, data-asset upload, prompt-tuning trainings,
 deployments and text generation, with state machines advanced by polling, a rate limit, token
-expiry and injectable faults. Everything it received is recorded for assertions::
+expiry and injectable faults. Everything it received is recorded for assertions:
 
     from granite_tuner.testing import FakeWatsonx, Fault
 
@@ -17,7 +17,7 @@ expiry and injectable faults. Everything it received is recorded for assertions:
     assert fake.count("POST", r"^/ml/v4/trainings$") == 1
 
 The default text-generation answer is ``"1"`` or ``"0"``, chosen by the CRC32 of the input
-(stable across runs; :func:`default_answer` computes it, so a test can predict scores); pass
+(stable across runs; `default_answer` computes it, so a test can predict scores); pass
 ``answer=lambda call: ...`` to decide yourself.
 """
 
@@ -26,11 +26,12 @@ from ._faults import Fault
 from ._generation import default_answer
 from ._models import FakeModel
 from ._server import ConnectionDropped, ServerHandle
+from ._standalone import environment_for, run_until_stopped
 from ._state import GenerationCall, RecordedRequest
 
 FakeWatsonxServer = ServerHandle
 """What ``FakeWatsonx.serve()`` yields: the server's ``url``, ``ca_cert_path`` and
-``client_ssl_context()`` (the same class as :class:`ServerHandle`)."""
+``client_ssl_context()`` (the same class as `ServerHandle`)."""
 
 __all__ = [
     "ConnectionDropped",
@@ -42,4 +43,6 @@ __all__ = [
     "RecordedRequest",
     "ServerHandle",
     "default_answer",
+    "environment_for",
+    "run_until_stopped",
 ]

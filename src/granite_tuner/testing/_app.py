@@ -6,7 +6,7 @@ For each request the app
 2. asks ``fake.faults`` whether a fault hits it, and applies the fault's "before" part;
 3. finds the route (404/405 otherwise), checks the bearer token unless the route is public
    (401), checks ``version`` on ``/ml/*`` (400), and runs the handler;
-4. turns an :class:`ApiError` into the watsonx error body, applies the fault's "after" part
+4. turns an `ApiError` into the watsonx error body, applies the fault's "after" part
    (drop, malformed, truncated, slow body) and sends the response with
    ``x-global-transaction-id``.
 
@@ -163,7 +163,7 @@ def _chunks(body: bytes, count: int) -> list[bytes]:
 
 
 class FakeApp:
-    """The ASGI application of a :class:`FakeWatsonx` (``fake.app``)."""
+    """The ASGI application of a `FakeWatsonx` (``fake.app``)."""
 
     def __init__(self, fake: FakeView) -> None:
         self._fake = fake

@@ -39,7 +39,7 @@ class FakeWatsonx:
         space_id: an optional space the fake also knows.
         api_keys: API keys IAM accepts; None accepts any non-empty key.
         token_lifetime: seconds an issued token is valid (its JWT ``exp``).
-        models: the foundation models served (default: :func:`default_models`).
+        models: the foundation models served (default: `default_models`).
         generation_latency: seconds slept before answering each text-generation request.
         rate_limit: text-generation requests per second; None: unlimited.
         rate_limit_mode: how requests are counted: ``token_bucket``, ``sliding_window`` (one
@@ -56,7 +56,7 @@ class FakeWatsonx:
         metrics_per_epoch: ``status.metrics`` entries per epoch.
         deployment_polls: a deployment reaches its end state on its Nth GET.
         deployment_outcome: ``ready`` or ``failed``.
-        answer: generated text for a :class:`GenerationCall`; default: ``"1"`` or ``"0"``
+        answer: generated text for a `GenerationCall`; default: ``"1"`` or ``"0"``
             from a CRC32 of the input (see ``_generation.default_answer``).
         seed: seeds ids, losses and fault probabilities, so runs repeat.
     """

@@ -1,7 +1,7 @@
 """Injected faults: the network and service failures a reliable client has to survive.
 
-A test adds :class:`Fault` rules to ``fake.faults``; for every request the app asks
-:meth:`FaultSet.pick` which rule (if any) hits it. Rules are tried in the order they were
+A test adds `Fault` rules to ``fake.faults``; for every request the app asks
+`FaultSet.pick` which rule (if any) hits it. Rules are tried in the order they were
 added and at most one hits a request. A rule matches a request by method and a regex searched in
 the path; of the matching requests it lets the first ``after`` through, then hits up to
 ``times`` of them (each with chance ``probability``, drawn from an RNG seeded by the fake's

@@ -1,6 +1,6 @@
 """Text generation (protocol §9): the base-model and the deployment endpoints.
 
-The answer comes from ``fake.answer(call)`` or, by default, :func:`default_answer`. Both
+The answer comes from ``fake.answer(call)`` or, by default, `default_answer`. Both
 endpoints share one rate limit (``fake.rate_limit``, counted as ``fake.rate_limit_mode``
 says, see ``_ratelimit``): a request over it gets 429 with ``x-requests-limit-remaining: 0``
 (and ``Retry-After`` unless ``fake.send_retry_after`` is off); every 200 carries

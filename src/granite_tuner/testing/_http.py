@@ -1,9 +1,9 @@
 """Plain request/response values and the watsonx error body.
 
 The fake has no web framework: the ASGI glue in ``_app`` turns each ASGI request into a
-:class:`Request`, a handler returns a :class:`Response`, and anything that should become an
-error response is raised as :class:`ApiError`. Every error the fake sends uses the one body
-shape watsonx uses (protocol §2)::
+`Request`, a handler returns a `Response`, and anything that should become an
+error response is raised as `ApiError`. Every error the fake sends uses the one body
+shape watsonx uses (protocol §2):
 
     {"trace": "<id>", "errors": [{"code", "message", "more_info"}], "status_code": n}
 """

@@ -5,16 +5,16 @@ production server does not let an app fail, because those failures are what a re
 must survive:
 
 * drop the connection with no response at all, even after the app has changed its state ("the
-  server acted but the answer was lost") -- the app raises :class:`ConnectionDropped`;
+  server acted but the answer was lost") -- the app raises `ConnectionDropped`;
 * send a truncated body -- the app declares a ``Content-Length``, sends less, then raises
-  :class:`ConnectionDropped`;
+  `ConnectionDropped`;
 * stream a body slowly -- every ``http.response.body`` message is written to the socket at once.
 
 A production server also turns an app exception into its own 500 page; this one answers with a
 watsonx-shaped JSON error body, so a client under test parses it like a service error.
 
 The server speaks HTTP/1.1 with ``h11`` over ``anyio`` streams, on an asyncio event loop in a
-daemon thread of its own, so that tests on any event loop (or on none) can use it::
+daemon thread of its own, so that tests on any event loop (or on none) can use it:
 
     with serve_in_thread(app, tls=True) as server:
         httpx.get(server.url + "/ml/v1/...", verify=server.client_ssl_context())
@@ -107,9 +107,9 @@ class ConnectionDropped(Exception):
     The response is not finished (or not started): what was already sent stays sent. Raise it
     before ``http.response.start`` for no response at all, or after part of the body for a
     truncated body. The connection is reset (TCP RST), so the client sees a connection error,
-    never a status code: :class:`httpx.ReadError` from httpx's async clients (asyncio and trio,
+    never a status code: `httpx.ReadError` from httpx's async clients (asyncio and trio,
     HTTP and HTTPS); the sync ``httpx.Client`` over HTTPS gets
-    :class:`httpx.RemoteProtocolError` instead, because Python's ``ssl`` module reports the
+    `httpx.RemoteProtocolError` instead, because Python's ``ssl`` module reports the
     reset as an end of stream.
     """
 
@@ -125,7 +125,7 @@ class ServerHandle:
     scheme: Literal["http", "https"]
     ca_cert_path: str | None
     """PEM file of the throw-away CA that signed the server certificate (HTTPS only); pass it
-    to clients as ``verify=...`` (requests, older httpx) or use :meth:`client_ssl_context`.
+    to clients as ``verify=...`` (requests, older httpx) or use `client_ssl_context`.
     It is deleted when the server stops."""
 
     def client_ssl_context(self) -> ssl.SSLContext:

@@ -1,6 +1,6 @@
 """What the fake remembers: its objects, their state machines, and the request log.
 
-All mutable state lives in one :class:`Store` guarded by one ``threading.Lock``: the app runs
+All mutable state lives in one `Store` guarded by one ``threading.Lock``: the app runs
 on the server's event-loop thread while tests read ``fake.trainings`` & co. from theirs. The
 lock is never held across an ``await``. Tests get deep copies (snapshots), never live records.
 

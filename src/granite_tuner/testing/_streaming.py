@@ -1,7 +1,7 @@
 """Streaming generation and chat (the SDK's `generate_text_stream`, `chat`, `chat_stream`).
 
 The fake answers as `text/generation` does (``fake.answer(call)``, by default
-:func:`default_answer`), and sends the answer word by word as server-sent events, in the same
+`default_answer`), and sends the answer word by word as server-sent events, in the same
 shapes as `granite-tuner serve` (both build them with `granite_tuner.server._wire`). A chat's
 ``GenerationCall.input`` is the text of its last user message, so a test predicts a chat's
 answer the way it predicts a generation's. The same rate limit applies.

@@ -4,7 +4,7 @@ Clients decode the ``exp`` claim of an IAM access token to know when to refresh 
 official SDK does, protocol §3.1), so the fake's tokens are real JWTs: ``header.payload.
 signature``, base64url without padding, HMAC-SHA256 over the first two parts with a secret
 that only this fake knows. A token is accepted when the signature matches, ``exp`` is still in
-the future and it was not revoked by :meth:`TokenIssuer.expire_all`.
+the future and it was not revoked by `TokenIssuer.expire_all`.
 
 Every token carries a serial number (``jti``); ``expire_all`` simply remembers the next serial,
 so "every token issued so far" is revoked without timing games.

@@ -11,6 +11,7 @@ import json
 import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
@@ -121,7 +122,7 @@ def status_error(
     hint = _HINTS.get(status, _SERVER_HINT if status >= 500 else "")
     parts = [f"{operation} failed with HTTP {status} {reason}".rstrip() + "."]
     if said:
-        parts.append(f"The service said: {said}.")
+        parts.append(f"The service said: {said.rstrip('.')}.")
     if hint:
         parts.append(hint)
     if trace:
@@ -170,15 +171,21 @@ def classify_transport_error(exc: httpx.HTTPError, method: str, url: str) -> API
     if isinstance(exc, httpx.ConnectError):
         if _is_certificate_error(exc):
             return APIConnectionError(
-                f"{where}: the server's TLS certificate could not be verified. Pass "
-                "`verify=` the path of the CA bundle that signed it (verification stays on "
-                "unless you pass verify=False).",
+                f"{where}: the server's TLS certificate could not be verified. Give the CA "
+                "bundle that signed it: `verify=` in Python, WATSONX_CA_BUNDLE, or "
+                "--ca-bundle on the command line (verification stays on unless you pass "
+                "verify=False).",
                 method=method,
                 url=url,
                 transient=False,
             )
+        setting = (
+            "the IAM URL (iam_url=, WATSONX_IAM_URL, --iam-url)"
+            if urlsplit(url).path.endswith("/identity/token")
+            else "the URL (url=, WATSONX_URL, --url)"
+        )
         return APIConnectionError(
-            f"{where}: could not connect ({exc}). Check the URL (WATSONX_URL) and the network.",
+            f"{where}: could not connect ({exc}). Check {setting} and the network.",
             method=method,
             url=url,
         )

@@ -3,7 +3,14 @@
 The environment names are the ones the IBM ecosystem already uses (`WATSONX_APIKEY`,
 `WATSONX_URL`, `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`, `WATSONX_TOKEN`), and an
 `ibm_watsonx_ai.Credentials` object is read field by field, so moving from IBM's SDK
-changes nothing in a user's configuration. Every check fails with a `ConfigurationError`
+changes nothing in a user's configuration.
+
+Two names are ours, because IBM's ecosystem has none that fits: `WATSONX_IAM_URL` (IBM's SDK
+takes the IAM URL only as `Credentials(auth_url=...)`) and `WATSONX_CA_BUNDLE`, a CA bundle
+to trust. IBM's SDK has `WX_CLIENT_VERIFY_REQUESTS`, but it can also turn verification off and
+the SDK writes it into `os.environ` whenever it builds a client, so reading it would let one
+IBM client in the process switch our verification off; a CA bundle path can only add trust
+in a named authority. Every check fails with a `ConfigurationError`
 that says which setting to fix, before anything is sent.
 """
 
@@ -28,7 +35,13 @@ from granite_tuner.backends.watsonx._endpoints import (
 )
 from granite_tuner.errors import ConfigurationError
 
-__all__ = ["ENV_VARS", "WatsonxSettings", "resolve_settings"]
+__all__ = [
+    "CA_BUNDLE_ENV_VAR",
+    "ENV_VARS",
+    "WatsonxSettings",
+    "ca_bundle_from_env",
+    "resolve_settings",
+]
 
 ENV_VARS = {
     "url": "WATSONX_URL",
@@ -36,7 +49,10 @@ ENV_VARS = {
     "token": "WATSONX_TOKEN",
     "project_id": "WATSONX_PROJECT_ID",
     "space_id": "WATSONX_SPACE_ID",
+    "iam_url": "WATSONX_IAM_URL",
 }
+#: A CA bundle (PEM) to verify the service with, when `verify=` is left out.
+CA_BUNDLE_ENV_VAR = "WATSONX_CA_BUNDLE"
 _LOOPBACK_NAMES = {"localhost"}
 # Hosts of IBM Cloud's own watsonx.ai regions: each has a separate data-platform host.
 _IBM_CLOUD_ML_HOST = re.compile(
@@ -117,6 +133,20 @@ def _unmapped_platform(ml_url: str) -> str:
     return ml_url
 
 
+def ca_bundle_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The CA bundle `WATSONX_CA_BUNDLE` names, checked to be a file; None when unset."""
+    env = os.environ if environ is None else environ
+    value = env.get(CA_BUNDLE_ENV_VAR, "").strip()
+    if not value:
+        return None
+    if not os.path.isfile(value):
+        raise ConfigurationError(
+            f"{CA_BUNDLE_ENV_VAR}={value!r} is not a file: set it to the path of a CA "
+            "bundle (PEM) to trust, or unset it."
+        )
+    return value
+
+
 def _from_credentials(credentials: Any) -> dict[str, Any]:
     """Fields of an `ibm_watsonx_ai.Credentials` (read by name, so the SDK is not imported)."""
     fields = {
@@ -193,7 +223,11 @@ def resolve_settings(
         # Known IBM Cloud regions use a separate data-platform host; anything else (Cloud Pak,
         # a proxy, the fake server) serves both roles on one host.
         platform = platform_url_for(ml_url) or _unmapped_platform(ml_url)
-    iam = _check_url(given["iam_url"], "iam_url") if given["iam_url"] else DEFAULT_IAM_URL
+    iam = (
+        _check_url(given["iam_url"], "iam_url (WATSONX_IAM_URL)")
+        if given["iam_url"]
+        else DEFAULT_IAM_URL
+    )
 
     if given["api_key"] and given["token"]:
         raise ConfigurationError(

@@ -19,7 +19,11 @@ import httpx
 from granite_tuner._retry import RetryPolicy
 from granite_tuner._version import __version__
 from granite_tuner.backends.base import BaseModelInfo, DeploymentInfo
-from granite_tuner.backends.watsonx._settings import WatsonxSettings, resolve_settings
+from granite_tuner.backends.watsonx._settings import (
+    WatsonxSettings,
+    ca_bundle_from_env,
+    resolve_settings,
+)
 from granite_tuner.backends.watsonx._transport import Transport
 from granite_tuner.backends.watsonx.assets import Assets
 from granite_tuner.backends.watsonx.auth import (
@@ -96,13 +100,35 @@ class WatsonxClient:
     ```
 
     Arguments left out are read from the environment (`WATSONX_URL`, `WATSONX_APIKEY`,
-    `WATSONX_TOKEN`, `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`), or from an
-    `ibm_watsonx_ai.Credentials` passed as `credentials=`. An API key is exchanged at IAM
+    `WATSONX_TOKEN`, `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`, `WATSONX_IAM_URL`, and
+    `WATSONX_CA_BUNDLE` for `verify=`), or from an `ibm_watsonx_ai.Credentials` passed as
+    `credentials=`. An API key is exchanged at IAM
     and refreshed ahead of expiry; a token is used as is. Pass `http_client=` to share your
     own `httpx.AsyncClient` (it is then yours to close). TLS verification is on unless you
     pass `verify=False`; `verify=` also takes a CA bundle path or an `ssl.SSLContext`.
     Text generation goes through `rate_limiter` (by default one that only obeys the service's
     429s); give `RateLimiter(requests_per_second=...)` to stay within your plan's limit.
+
+    Args:
+        url: the watsonx.ai ML URL of your region (`WATSONX_URL`), such as
+            `https://us-south.ml.cloud.ibm.com`.
+        api_key: an IBM Cloud API key (`WATSONX_APIKEY`), exchanged at IAM and refreshed.
+        token: or a bearer token used as is (`WATSONX_TOKEN`).
+        project_id: the project to work in (`WATSONX_PROJECT_ID`)...
+        space_id: ...or a deployment space (`WATSONX_SPACE_ID`).
+        platform_url: the data-platform URL; derived from `url` for IBM Cloud regions.
+        iam_url: the IAM token endpoint (`WATSONX_IAM_URL`); default IBM Cloud's.
+        credentials: an `ibm_watsonx_ai.Credentials`, read field by field.
+        verify: TLS verification: True, a CA bundle path (`WATSONX_CA_BUNDLE`), an
+            `ssl.SSLContext`, or False.
+        timeout: seconds per HTTP request (connect at most 10 s), or an `httpx.Timeout`;
+            default 120 s, 10 s to connect. Waits for runs and deployments have their own
+            `timeout` on `Tuner` and `Deployment`.
+        retry: the `RetryPolicy` for transient failures (default: 6 attempts, backoff with
+            jitter, `Retry-After` obeyed).
+        rate_limiter: paces text generation (see above).
+        api_version: the `version` query parameter sent with every ML request.
+        http_client: your own `httpx.AsyncClient`, left open on `aclose()`.
     """
 
     def __init__(
@@ -137,7 +163,10 @@ class WatsonxClient:
         )
         if verify is None:
             credentials_verify = getattr(credentials, "verify", None)
-            verify = credentials_verify if credentials_verify is not None else True
+            if credentials_verify is not None:
+                verify = credentials_verify
+            else:
+                verify = ca_bundle_from_env() or True
         self.retry = retry or RetryPolicy()
         #: Paces text generation (all targets of this client share it); adapts to 429s.
         self.rate_limiter = rate_limiter or RateLimiter()
@@ -217,6 +246,7 @@ class WatsonxClient:
     # --- TuningBackend ----------------------------------------------------------------------
 
     async def tunable_models(self) -> list[BaseModelInfo]:
+        """The foundation models this instance can prompt-tune, from the live catalogue."""
         return await self._tuning.tunable_models()
 
     async def upload_training_data(self, data: LabelledSet, *, name: str) -> str:
@@ -311,6 +341,11 @@ class WatsonxClient:
         deployment_id: str | None = None,
         parameters: GenerationParameters | Mapping[str, Any] | None = None,
     ) -> GenerationResult:
+        """Generate text with a base model (`model_id`) or a deployment (`deployment_id`).
+
+        Goes through the client's `rate_limiter`; `parameters` are `GenerationParameters`
+        or their fields as a dict (for example `{"max_new_tokens": 2}`).
+        """
         return await self._serving.generate(
             prompt, model_id=model_id, deployment_id=deployment_id, parameters=parameters
         )
