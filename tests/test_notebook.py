@@ -29,9 +29,10 @@ CI_SIZES = {
     "GRANITE_TUNER_TUTORIAL_TEST_EXAMPLES": "40",
 }
 
-#: Where starting an event loop is the point: the command line's entry point, and the fake
-#: watsonx.ai server, which runs in a thread of its own with its own loop.
-LOOP_OWNERS = {"cli/_app.py", "testing/_server.py"}
+#: Where starting an event loop is the point: the command line's entry point, the worker
+#: process torchrun starts for a multi-process run (its own `__main__`, never imported by a
+#: notebook), and the fake watsonx.ai server, which runs in a thread of its own with its own loop.
+LOOP_OWNERS = {"cli/_app.py", "backends/local/distributed.py", "testing/_server.py"}
 STARTS_A_LOOP = re.compile(r"\b(?:anyio|asyncio|trio)\.run\(|\.run_until_complete\(")
 
 
