@@ -393,44 +393,15 @@ class ComparisonReport(BaseModel):
                 "failed",
                 "unparsed",
             ],
-            [
-                (
-                    name + (" (baseline)" if name == self.baseline else ""),
-                    _number(r.metrics.accuracy),
-                    _interval(r.metrics.accuracy_ci),
-                    _number(r.metrics.f1),
-                    _number(r.metrics.precision),
-                    _interval(r.metrics.precision_ci),
-                    _number(r.metrics.recall),
-                    _interval(r.metrics.recall_ci),
-                    str(r.metrics.counts.failed),
-                    str(r.metrics.counts.unparsed),
-                )
-                for name, r in self.reports.items()
-            ],
+            self._target_rows(),
         )
-        ci_note = "95% CI: Wilson score interval."
         if not self.comparisons:
-            return f"{targets}\n\n{ci_note}\n"
+            return f"{targets}\n\n{_CI_NOTE}\n"
         differences = _table(
             ["comparison", "Δ accuracy", "Δ F1", "b", "c", "McNemar p"],
-            [
-                (
-                    f"{c.target} vs {c.baseline}",
-                    _signed(c.accuracy_difference),
-                    _signed(c.f1_difference),
-                    str(c.b),
-                    str(c.c),
-                    f"{c.p_value:.4g}",
-                )
-                for c in self.comparisons
-            ],
+            [_difference_row(c) for c in self.comparisons],
         )
-        note = (
-            f"{ci_note} b: baseline right and target wrong; c: baseline wrong and target right; "
-            "McNemar p: exact two-sided test of b against c."
-        )
-        return f"{targets}\n\n{differences}\n\n{note}\n"
+        return f"{targets}\n\n{differences}\n\n{_CI_NOTE} {_MCNEMAR_NOTE}\n"
 
     def _all_items(self) -> list[ItemResult]:
         return [item for report in self.reports.values() for item in report.items]
@@ -461,43 +432,35 @@ class ComparisonReport(BaseModel):
                 "failed",
                 "unparsed",
             ],
-            [
-                (
-                    name + (" (baseline)" if name == self.baseline else ""),
-                    _number(r.metrics.accuracy),
-                    _interval(r.metrics.accuracy_ci),
-                    _number(r.metrics.f1),
-                    _number(r.metrics.precision),
-                    _interval(r.metrics.precision_ci),
-                    _number(r.metrics.recall),
-                    _interval(r.metrics.recall_ci),
-                    r.metrics.counts.failed,
-                    r.metrics.counts.unparsed,
-                )
-                for name, r in self.reports.items()
-            ],
+            self._target_rows(),
         )
         differences = _html.grid(
             ["comparison", "Δ accuracy", "Δ F1", "b", "c", "McNemar p", ""],
             [
-                (
-                    f"{c.target} vs {c.baseline}",
-                    _signed(c.accuracy_difference),
-                    _signed(c.f1_difference),
-                    c.b,
-                    c.c,
-                    f"{c.p_value:.4g}",
-                    "significant" if c.significant() else "not significant",
-                )
+                (*_difference_row(c), "significant" if c.significant() else "not significant")
                 for c in self.comparisons
             ],
         )
-        note = (
-            "95% CI: Wilson score interval. b: baseline right and target wrong; c: baseline "
-            "wrong and target right; McNemar p: exact two-sided test of b against c."
-        )
         parts = [targets, differences] if self.comparisons else [targets]
-        return str(_html.block("Comparison", *parts, note))
+        return str(_html.block("Comparison", *parts, f"{_CI_NOTE} {_MCNEMAR_NOTE}"))
+
+    def _target_rows(self) -> list[tuple[str, ...]]:
+        """One row per target for the tables: scores, their 95% intervals, failures."""
+        return [
+            (
+                name + (" (baseline)" if name == self.baseline else ""),
+                _number(r.metrics.accuracy),
+                _interval(r.metrics.accuracy_ci),
+                _number(r.metrics.f1),
+                _number(r.metrics.precision),
+                _interval(r.metrics.precision_ci),
+                _number(r.metrics.recall),
+                _interval(r.metrics.recall_ci),
+                str(r.metrics.counts.failed),
+                str(r.metrics.counts.unparsed),
+            )
+            for name, r in self.reports.items()
+        ]
 
     def _summary_rows(self) -> list[dict[str, object]]:
         by_target = {c.target: c for c in self.comparisons}
@@ -513,6 +476,24 @@ class ComparisonReport(BaseModel):
 
 
 # --- rendering and writing ---------------------------------------------------------------------
+
+_CI_NOTE = "95% CI: Wilson score interval."
+_MCNEMAR_NOTE = (
+    "b: baseline right and target wrong; c: baseline wrong and target right; "
+    "McNemar p: exact two-sided test of b against c."
+)
+
+
+def _difference_row(c: PairwiseComparison) -> tuple[str, ...]:
+    """A comparison's row in the tables: the differences, McNemar's b and c, and p."""
+    return (
+        f"{c.target} vs {c.baseline}",
+        _signed(c.accuracy_difference),
+        _signed(c.f1_difference),
+        str(c.b),
+        str(c.c),
+        f"{c.p_value:.4g}",
+    )
 
 
 def _number(value: float) -> str:
