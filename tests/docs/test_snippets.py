@@ -29,7 +29,7 @@ import pytest
 import granite_tuner
 from granite_tuner import Deployment, Evaluator, Tuner, WatsonxClient, datasets
 from granite_tuner.backends.local import DEFAULT_MODEL, LocalClient
-from granite_tuner.testing import FakeWatsonx
+from granite_tuner.testing import FakeWatsonx, environment_for
 from tests.docs.snippets import ROOT, Block, all_blocks
 from tests.tiny_model import review_examples
 
@@ -84,11 +84,8 @@ def fake_service(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Iterator[Fake
     write_jsonl(folder / "test.jsonl", datasets.test_path().read_text().splitlines()[:10])
     fake = FakeWatsonx(training_polls=1)
     with fake.serve(tls=True) as server:
-        monkeypatch.setenv("WATSONX_URL", server.url)
-        monkeypatch.setenv("WATSONX_APIKEY", "any-key")
-        monkeypatch.setenv("WATSONX_PROJECT_ID", fake.project_id)
-        monkeypatch.setenv("WATSONX_IAM_URL", server.url + "/identity/token")
-        monkeypatch.setenv("WATSONX_CA_BUNDLE", str(server.ca_cert_path))
+        for name, value in environment_for(fake, server).items():
+            monkeypatch.setenv(name, value)
         yield fake
 
 

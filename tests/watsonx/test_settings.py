@@ -10,7 +10,7 @@ import pytest
 from granite_tuner import ConfigurationError, WatsonxClient
 from granite_tuner.backends.watsonx._endpoints import DEFAULT_IAM_URL, platform_url_for
 from granite_tuner.backends.watsonx._settings import resolve_settings
-from granite_tuner.testing import FakeWatsonx
+from granite_tuner.testing import FakeWatsonx, environment_for
 
 API_KEY = "test-api-key-0123456789"
 
@@ -168,11 +168,8 @@ async def test_from_env_reaches_a_tls_fake_with_only_the_environment(
     """The five variables `granite-tuner fake-server` prints are all a client needs."""
     fake = FakeWatsonx()
     with fake.serve(tls=True) as server:
-        monkeypatch.setenv("WATSONX_URL", server.url)
-        monkeypatch.setenv("WATSONX_APIKEY", "any-key")
-        monkeypatch.setenv("WATSONX_PROJECT_ID", fake.project_id)
-        monkeypatch.setenv("WATSONX_IAM_URL", server.url + "/identity/token")
-        monkeypatch.setenv("WATSONX_CA_BUNDLE", str(server.ca_cert_path))
+        for name, value in environment_for(fake, server).items():
+            monkeypatch.setenv(name, value)
         async with WatsonxClient.from_env() as client:
             assert await client.trainings.list() == []
     assert fake.iam_exchanges == 1
