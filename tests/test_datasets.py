@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +12,7 @@ import pytest
 
 from granite_tuner import datasets
 from granite_tuner.data import load_examples
+from tests.module_files import load_module_file
 
 TRAIN_FORMAT = re.compile(r"Comment: (?P<review>.+)\nSatisfaction:\n", re.DOTALL)
 TEST_FORMAT = re.compile(
@@ -115,16 +114,7 @@ def test_loadable_with_the_package_loader() -> None:
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_grooming_dataset", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_module_file(SCRIPT, "make_grooming_dataset")
 
 
 def test_the_committed_files_are_what_the_generator_writes() -> None:

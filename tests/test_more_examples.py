@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ import pytest
 
 from granite_tuner import RateLimiter, WatsonxClient
 from granite_tuner.testing import FakeWatsonx, GenerationCall
+from tests.module_files import load_module_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -34,13 +34,7 @@ EXAMPLES = ROOT / "examples"
 
 def load_example(name: str) -> ModuleType:
     """Import an example script as a module (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+    return load_module_file(EXAMPLES / f"{name}.py", f"example_{name}")
 
 
 web_service = load_example("web_service")

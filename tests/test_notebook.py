@@ -3,7 +3,6 @@ starts an event loop of its own (so top-level `await` in Jupyter's running loop 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import pytest
 
 import granite_tuner
 from granite_tuner import ConfigurationError
+from tests.module_files import load_module_file
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "tutorial.ipynb"
@@ -125,11 +125,7 @@ def test_the_tutorial_runs_top_to_bottom_in_a_real_kernel(
 
 
 def test_the_docs_page_shows_the_current_notebook() -> None:
-    spec = importlib.util.spec_from_file_location("render_notebook", RENDERER)
-    assert spec is not None
-    assert spec.loader is not None
-    renderer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(renderer)
+    renderer = load_module_file(RENDERER, "render_notebook")
     expected = renderer.render(json.loads(NOTEBOOK.read_text(encoding="utf-8")))
     page = renderer.PAGE.read_text(encoding="utf-8")
     assert page == expected, "run: python scripts/render_notebook.py"

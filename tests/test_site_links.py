@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
+
+from tests.module_files import load_module_file
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "check_site_links.py"
 
 
 def load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("check_site_links", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_file(SCRIPT, "check_site_links")
 
 
 def test_broken_files_and_anchors_are_found(tmp_path: Path) -> None:

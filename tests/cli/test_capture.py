@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
+
+from tests.module_files import load_module_file
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "capture_cli.py"
 
 
 def test_capture_script_writes_one_svg_per_command(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("capture_cli", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module_file(SCRIPT, "capture_cli")
 
     written: list[Path] = module.capture_all(tmp_path)
 
