@@ -4,9 +4,11 @@ Each run evaluates prompts through `WatsonxClient` + `Evaluator` against a fake 
 (HTTPS on loopback, a fixed latency per generation) whose limit counts requests as a token
 bucket, a sliding one-second window or a fixed window aligned to the clock's seconds, and
 answers 429 above it. For each mode x {told, not told} x scenario it prints the share of the
-limit achieved (items answered per second / limit), the share of calls answered 429 and the
-items lost. "Told" is `RateLimiter(requests_per_second=limit)`; "not told" is `RateLimiter()`,
-which learns the limit from the service's answers.
+limit achieved (items answered per second while the service was in use, from the first
+request's arrival to the last answer, / limit), the share of calls answered 429, the items
+lost and the seconds the whole evaluation took. "Told" is
+`RateLimiter(requests_per_second=limit)`; "not told" is `RateLimiter()`, which learns the
+limit from the service's answers.
 
     .venv/bin/python benchmarks/rate_limits.py                  # everything, once (~3 minutes)
     .venv/bin/python benchmarks/rate_limits.py --runs 3         # median and range of 3 runs
@@ -74,17 +76,27 @@ class Outcome:
     mode: str
     scenario: str
     client: str  # told, not told, IBM's SDK; or, for sprinkled: faults, no faults
-    seconds: float
+    seconds: float  # the whole call, as the caller waits for it
     completed: int
     lost: int
     requests: int
     rate_limited: int
     rate: float  # the limit (0: none)
+    # At the service: from the first generation request's arrival to the last one's answer.
+    busy_seconds: float = 0.0
     error: str | None = None
 
     @property
     def share_of_limit(self) -> float:
-        return self.completed / self.seconds / self.rate if self.seconds and self.rate else 0.0
+        """Answers per second while the service was in use, as a share of its limit.
+
+        Timed at the service, so what the caller does before its first request and after
+        its last answer (computing metrics, building the report) does not count: that is no
+        use of the limit, and IBM's SDK and ours are timed alike.
+        """
+        if not (self.busy_seconds and self.rate):
+            return 0.0
+        return self.completed / self.busy_seconds / self.rate
 
     @property
     def share_429(self) -> float:
@@ -98,8 +110,19 @@ def prompts(count: int) -> list[Example]:
     ]
 
 
-def generation_statuses(fake: FakeWatsonx) -> list[int | None]:
-    return [r.status for r in fake.requests if r.path.endswith("/text/generation")]
+@dataclass(frozen=True)
+class Traffic:
+    """The generation requests the fake received (from the ``since``-th on)."""
+
+    statuses: list[int | None]
+    busy_seconds: float  # from the first one's arrival to the last answer
+
+
+def generation_traffic(fake: FakeWatsonx, since: int = 0) -> Traffic:
+    calls = [r for r in fake.requests if r.path.endswith("/text/generation")][since:]
+    answered = [r.answered_at for r in calls if r.answered_at is not None]
+    busy = max(answered) - calls[0].received_at if calls and answered else 0.0
+    return Traffic([r.status for r in calls], busy)
 
 
 def client_for(fake: FakeWatsonx, server: ServerHandle, limiter: RateLimiter) -> WatsonxClient:
@@ -114,8 +137,8 @@ def client_for(fake: FakeWatsonx, server: ServerHandle, limiter: RateLimiter) ->
 
 def evaluate(
     fake: FakeWatsonx, limiter: RateLimiter, count: int, concurrency: int | None
-) -> tuple[float, int, int, int]:
-    """Evaluate ``count`` prompts; (seconds, completed, requests, 429s)."""
+) -> tuple[float, int, Traffic]:
+    """Evaluate ``count`` prompts; (seconds, completed, what the fake saw)."""
     with fake.serve(tls=True) as server:
 
         async def main() -> tuple[float, int]:
@@ -127,8 +150,7 @@ def evaluate(
                 return time.perf_counter() - started, report.metrics.counts.completed
 
         seconds, completed = anyio.run(main)
-    statuses = generation_statuses(fake)
-    return seconds, completed, len(statuses), statuses.count(429)
+    return seconds, completed, generation_traffic(fake)
 
 
 def run_ours(mode: str, scenario: Scenario, told: bool, headers: Headers) -> Outcome:
@@ -139,9 +161,7 @@ def run_ours(mode: str, scenario: Scenario, told: bool, headers: Headers) -> Out
         generation_latency=scenario.latency,
     )
     limiter = RateLimiter(requests_per_second=scenario.rate) if told else RateLimiter()
-    seconds, completed, requests, limited = evaluate(
-        fake, limiter, scenario.prompts, scenario.concurrency
-    )
+    seconds, completed, traffic = evaluate(fake, limiter, scenario.prompts, scenario.concurrency)
     return Outcome(
         mode=mode,
         scenario=scenario.name,
@@ -149,9 +169,10 @@ def run_ours(mode: str, scenario: Scenario, told: bool, headers: Headers) -> Out
         seconds=seconds,
         completed=completed,
         lost=scenario.prompts - completed,
-        requests=requests,
-        rate_limited=limited,
+        requests=len(traffic.statuses),
+        rate_limited=traffic.statuses.count(429),
         rate=scenario.rate,
+        busy_seconds=traffic.busy_seconds,
     )
 
 
@@ -176,7 +197,7 @@ def run_official(mode: str, scenario: Scenario, headers: Headers) -> Outcome:
         model = ModelInference(
             model_id=BASE_MODEL, api_client=APIClient(credentials, project_id=fake.project_id)
         )
-        before = len(generation_statuses(fake))
+        before = len(generation_traffic(fake).statuses)
         started = time.perf_counter()
         error, completed = None, 0
         try:
@@ -187,7 +208,7 @@ def run_official(mode: str, scenario: Scenario, headers: Headers) -> Outcome:
         except Exception as exc:  # the SDK gives up on a 429 it cannot absorb
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
         seconds = time.perf_counter() - started
-        statuses = generation_statuses(fake)[before:]
+        traffic = generation_traffic(fake, since=before)
     return Outcome(
         mode=mode,
         scenario=scenario.name,
@@ -195,9 +216,10 @@ def run_official(mode: str, scenario: Scenario, headers: Headers) -> Outcome:
         seconds=seconds,
         completed=completed,
         lost=scenario.prompts - completed,
-        requests=len(statuses),
-        rate_limited=statuses.count(429),
+        requests=len(traffic.statuses),
+        rate_limited=traffic.statuses.count(429),
         rate=scenario.rate,
+        busy_seconds=traffic.busy_seconds,
         error=error,
     )
 
@@ -214,7 +236,7 @@ def run_sprinkled(faults: bool) -> Outcome:
                 times=None,
             )
         )
-    seconds, completed, requests, limited = evaluate(fake, RateLimiter(), SPRINKLED_PROMPTS, None)
+    seconds, completed, traffic = evaluate(fake, RateLimiter(), SPRINKLED_PROMPTS, None)
     return Outcome(
         mode="-",
         scenario="sprinkled",
@@ -222,9 +244,10 @@ def run_sprinkled(faults: bool) -> Outcome:
         seconds=seconds,
         completed=completed,
         lost=SPRINKLED_PROMPTS - completed,
-        requests=requests,
-        rate_limited=limited,
+        requests=len(traffic.statuses),
+        rate_limited=traffic.statuses.count(429),
         rate=0.0,
+        busy_seconds=traffic.busy_seconds,
     )
 
 

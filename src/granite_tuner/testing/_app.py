@@ -234,7 +234,9 @@ class FakeApp:
         with store.lock:
             if index < len(store.requests):
                 entry = store.requests[index]
-                store.requests[index] = dataclasses.replace(entry, status=status, fault=fault)
+                store.requests[index] = dataclasses.replace(
+                    entry, status=status, fault=fault, answered_at=time.monotonic()
+                )
 
     async def _handle(self, req: Request, fault: Fault | None) -> Response:
         """The response to send, before any "after" fault changes how it is sent."""

@@ -54,7 +54,8 @@ class RecordedRequest:
     """One request as the fake received it, with what became of it.
 
     ``status`` is None when no response was sent (a dropped connection); ``fault`` names the
-    fault action that hit the request, if any.
+    fault action that hit the request, if any. ``received_at`` and ``answered_at`` (when its
+    answer was ready to send, None before) are ``time.monotonic()`` readings.
     """
 
     method: str
@@ -65,6 +66,7 @@ class RecordedRequest:
     status: int | None
     fault: str | None
     received_at: float
+    answered_at: float | None = None
 
     def json(self) -> Any:
         """The body parsed as JSON."""
