@@ -6,7 +6,10 @@ rate-limit algorithms run in `tests/limiter_sim.py`'s simulation, on a clock of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
+import anyio.lowlevel
 import pytest
 
 from granite_tuner import ConfigurationError, RateLimiter
@@ -136,6 +139,66 @@ async def test_a_cancelled_wait_leaves_nothing_held() -> None:
             pytest.fail("the second request of the second must wait")
     assert limiter.stats.in_flight == 0
     assert limiter.stats.granted == 1
+
+
+async def test_a_wait_for_a_place_cancelled_gives_up_its_turn_and_holds_nothing() -> None:
+    limiter = RateLimiter(max_concurrency=1)
+    order: list[str] = []
+
+    async def call(name: str, release: anyio.Event) -> None:
+        async with limiter.slot():
+            order.append(name)
+            await release.wait()
+
+    first_done, never = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, "first", first_done)
+        await wait_until(lambda: order == ["first"])
+        with anyio.CancelScope() as waiting:
+            waiting.cancel()  # queued behind "first", then cancelled
+            await call("cancelled", never)
+        tg.start_soon(call, "third", anyio.Event())
+        first_done.set()
+        await wait_until(lambda: order == ["first", "third"])
+        assert limiter.stats.in_flight == 1
+        tg.cancel_scope.cancel()
+    assert limiter.stats.in_flight == 0
+
+
+async def test_a_place_handed_to_a_waiter_as_it_is_cancelled_is_passed_on() -> None:
+    limiter = RateLimiter(max_concurrency=1)
+    places = limiter._places()
+    assert places is not None
+    entered: list[str] = []
+    forever = anyio.Event()
+
+    async def call(name: str) -> None:
+        async with limiter.slot():
+            entered.append(name)
+            await forever.wait()
+
+    await places.take()  # this task holds the only place
+    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as doomed:
+            doomed.start_soon(call, "cancelled")
+            await wait_until(lambda: len(places._waiting) == 1)
+            tg.start_soon(call, "next")
+            await wait_until(lambda: len(places._waiting) == 2)
+            places.give_back()  # the place goes to "cancelled"...
+            doomed.cancel_scope.cancel()  # ...which is cancelled before it could run
+        await wait_until(lambda: "next" in entered)
+        assert (places.taken, limiter.stats.in_flight) == (1, 1)
+        tg.cancel_scope.cancel()
+    assert (places.taken, limiter.stats.in_flight) == (0, 0)
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Let other tasks run until `condition` holds (a bounded number of turns, no sleeping)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await anyio.lowlevel.checkpoint()
+    pytest.fail("the condition never held")
 
 
 async def test_a_request_that_failed_frees_its_place_but_teaches_no_latency() -> None:

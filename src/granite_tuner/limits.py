@@ -132,13 +132,55 @@ class LimiterStats:
     undone: int = 0  # tightenings undone because 429s did not follow the sending rate
 
 
+class _Places:
+    """The in-flight limit: a counting semaphore whose size may change while it is held.
+
+    Taking a free place does not yield to the event loop (anyio's `CapacityLimiter` yields
+    twice per acquire, a cost every request paid); a place freed while others wait is handed
+    to the longest waiting one, so waiting is first come, first served.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+        self._waiting: deque[anyio.Event] = deque()
+
+    async def take(self) -> None:
+        if self.taken < self.limit and not self._waiting:
+            self.taken += 1
+            return
+        handed = anyio.Event()
+        self._waiting.append(handed)
+        try:
+            await handed.wait()
+        except BaseException:
+            if handed.is_set():
+                self.give_back()  # handed a place just as the wait was cancelled: pass it on
+            else:
+                self._waiting.remove(handed)
+            raise
+
+    def give_back(self) -> None:
+        self.taken -= 1
+        self._hand_out()
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._waiting and self.taken < self.limit:
+            self.taken += 1
+            self._waiting.popleft().set()
+
+
 @dataclass
 class _Primitives:
     """anyio objects, made on first use: they belong to the event loop that first uses them."""
 
     turn: anyio.Lock | None = None
     changed: anyio.Event | None = None
-    concurrency: anyio.CapacityLimiter | None = None
+    places: _Places | None = None
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
 
 
@@ -238,15 +280,15 @@ class RateLimiter:
 
     # --- taking a slot ----------------------------------------------------------------------
 
-    def _capacity_limiter(self) -> anyio.CapacityLimiter | None:
+    def _places(self) -> _Places | None:
         limit = self.inflight_limit
         if limit is None:
             return None
-        if self._prims.concurrency is None:
-            self._prims.concurrency = anyio.CapacityLimiter(limit)
-        elif self._prims.concurrency.total_tokens != limit:
-            self._prims.concurrency.total_tokens = limit
-        return self._prims.concurrency
+        if self._prims.places is None:
+            self._prims.places = _Places(limit)
+        elif self._prims.places.limit != limit:
+            self._prims.places.resize(limit)
+        return self._prims.places
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[SentRequest]:
@@ -254,11 +296,9 @@ class RateLimiter:
 
         Yields the `SentRequest`, to hand to `observe` with the answer.
         """
-        concurrency = self._capacity_limiter()
-        # A fresh borrower per slot: one task may hold several slots (nested calls).
-        borrower = object()
-        if concurrency is not None:
-            await concurrency.acquire_on_behalf_of(borrower)
+        places = self._places()
+        if places is not None:
+            await places.take()
         try:
             sent = await self._leave()
             failed = True
@@ -268,8 +308,8 @@ class RateLimiter:
             finally:
                 self._finished(sent, self._clock(), failed=failed)
         finally:
-            if concurrency is not None:
-                concurrency.release_on_behalf_of(borrower)
+            if places is not None:
+                places.give_back()
 
     def _finished(self, sent: SentRequest, now: float, *, failed: bool = False) -> None:
         """A request's answer came back: free its place, learn its latency. One that `failed`
@@ -298,6 +338,11 @@ class RateLimiter:
         """Wait, first come first served, until the pacing lets one more request leave."""
         if self._prims.turn is None:
             self._prims.turn = anyio.Lock()
+        if not self._prims.turn.locked():  # nobody waits for their turn
+            now = self._clock()
+            if self._earliest(now) <= now:
+                self._take_latency()
+                return self._record(now)
         async with self._prims.turn:
             while True:
                 now = self._clock()
