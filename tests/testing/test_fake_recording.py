@@ -47,6 +47,13 @@ async def test_every_request_is_recorded_in_arrival_order(
     ]
     times = [r.received_at for r in fake.requests]
     assert times == sorted(times)
+    # An answer's time is recorded once it is ready; a dropped request has none.
+    for r in fake.requests:
+        if r.status is None:
+            assert r.answered_at is None
+        else:
+            assert r.answered_at is not None
+            assert r.answered_at >= r.received_at
 
 
 async def test_a_recorded_request_keeps_headers_query_and_body(

@@ -234,8 +234,9 @@ class FakeApp:
         with store.lock:
             if index < len(store.requests):
                 entry = store.requests[index]
+                answered_at = None if status is None else time.monotonic()
                 store.requests[index] = dataclasses.replace(
-                    entry, status=status, fault=fault, answered_at=time.monotonic()
+                    entry, status=status, fault=fault, answered_at=answered_at
                 )
 
     async def _handle(self, req: Request, fault: Fault | None) -> Response:

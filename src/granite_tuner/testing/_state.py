@@ -55,7 +55,8 @@ class RecordedRequest:
 
     ``status`` is None when no response was sent (a dropped connection); ``fault`` names the
     fault action that hit the request, if any. ``received_at`` and ``answered_at`` (when its
-    answer was ready to send, None before) are ``time.monotonic()`` readings.
+    answer was ready to send; None before that and for a dropped connection) are
+    ``time.monotonic()`` readings.
     """
 
     method: str
