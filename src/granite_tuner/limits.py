@@ -341,7 +341,6 @@ class RateLimiter:
         if not self._prims.turn.locked():  # nobody waits for their turn
             now = self._clock()
             if self._earliest(now) <= now:
-                self._take_latency()
                 return self._record(now)
         async with self._prims.turn:
             while True:
@@ -354,7 +353,6 @@ class RateLimiter:
                     self._prims.changed = anyio.Event()
                 with anyio.move_on_after(at - now):
                     await self._prims.changed.wait()  # what is known changed: look again
-            self._take_latency()
             return self._record(now)
 
     def _earliest(self, now: float) -> float:
@@ -386,7 +384,8 @@ class RateLimiter:
         return heapq.nlargest(n, times)[-1]
 
     def _record(self, now: float) -> SentRequest:
-        """Let one request leave now."""
+        """Let one request leave now (a finished slot nobody reported on counts first)."""
+        self._take_latency()
         self.stats.granted += 1
         self.stats.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
