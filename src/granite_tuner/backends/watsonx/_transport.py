@@ -42,6 +42,8 @@ logger = get_logger("granite_tuner.watsonx")
 T = TypeVar("T")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+#: Parsed URLs kept per transport; a client's calls use a handful (one per model or deployment).
+_CACHED_TARGETS = 256
 
 
 @dataclass
@@ -50,7 +52,9 @@ class _Call:
 
     method: str
     url: str
-    query: dict[str, Any]
+    #: `url` with the query string, parsed once (httpx would parse a string and its params
+    #: again on every attempt).
+    target: httpx.URL
     body: dict[str, Any] | None
     expect: frozenset[int]
     safe: bool
@@ -82,10 +86,23 @@ class Transport:
         self.api_version = api_version
         self.auth = auth
         self.retry = retry
+        self._targets: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
 
     def url_for(self, endpoint: Endpoint, path: Mapping[str, str] | None = None) -> str:
         base = self.ml_url if endpoint.host == "ml" else self.platform_url
         return base + endpoint.format_path(**(path or {}))
+
+    def _target(self, url: str, query: dict[str, Any]) -> httpx.URL:
+        """`url` with `query`, parsed; repeated requests (generation) reuse the parsed URL."""
+        key = (url, tuple(query.items())) if all(map(_hashable, query.values())) else None
+        if key is not None and (cached := self._targets.get(key)) is not None:
+            return cached
+        target = httpx.URL(url, params=query)
+        if key is not None:
+            if len(self._targets) >= _CACHED_TARGETS:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
 
     def _prepare(
         self,
@@ -99,10 +116,12 @@ class Transport:
         operation: str,
     ) -> _Call:
         """Apply the endpoint's rules: host, `version`, and where the scope goes."""
+        url = self.url_for(endpoint, path)
+        query = endpoint.query(self.scope, self.api_version, dict(params) if params else None)
         return _Call(
             method=method,
-            url=self.url_for(endpoint, path),
-            query=endpoint.query(self.scope, self.api_version, dict(params) if params else None),
+            url=url,
+            target=self._target(url, query),
             body=endpoint.body(self.scope, json),
             expect=expect,
             safe=method in _SAFE_METHODS if safe_to_repeat is None else safe_to_repeat,
@@ -215,9 +234,7 @@ class Transport:
         raise error
 
     async def _exchange(self, call: _Call, headers: dict[str, str]) -> httpx.Response:
-        return await self.http.request(
-            call.method, call.url, params=call.query, json=call.body, headers=headers
-        )
+        return await self.http.request(call.method, call.target, json=call.body, headers=headers)
 
     def _report_to_limiter(self, response: httpx.Response, sent: SentRequest) -> None:
         """Feed the service's rate signals back to the limiter, matched to the request."""
@@ -245,6 +262,10 @@ class Transport:
                 raise status_error(response, operation=operation)
 
         await run_with_retries(self.retry, attempt, description=operation)
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
 
 
 def _header_number(value: str | None) -> float | None:
