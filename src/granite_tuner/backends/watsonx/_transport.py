@@ -94,7 +94,7 @@ class Transport:
 
     def _target(self, url: str, query: dict[str, Any]) -> httpx.URL:
         """`url` with `query`, parsed; repeated requests (generation) reuse the parsed URL."""
-        key = (url, tuple(query.items())) if all(map(_hashable, query.values())) else None
+        key = (url, tuple(query.items())) if all(map(_plain_value, query.values())) else None
         if key is not None and (cached := self._targets.get(key)) is not None:
             return cached
         target = httpx.URL(url, params=query)
@@ -264,7 +264,8 @@ class Transport:
         await run_with_retries(self.retry, attempt, description=operation)
 
 
-def _hashable(value: Any) -> bool:
+def _plain_value(value: Any) -> bool:
+    """A query value that can key the URL cache (lists and other containers are not cached)."""
     return isinstance(value, str | int | float | bool)
 
 
