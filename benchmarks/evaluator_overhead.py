@@ -6,10 +6,13 @@ Evaluator (client, retries, limiter, parsing, per-item bookkeeping) against a ba
 
 The fake watsonx.ai server runs in a process of its own (this script started with `--serve`),
 so this process holds only the client under test: its cost is what the ratio measures, not
-the server's work sharing the interpreter. The rounds alternate which side goes first; each
-round gives one ratio Evaluator / bare httpx (requests/s), and the median and range of those
-ratios are printed. A short unmeasured run of each side first pays the one-off costs of a
-fresh process (scikit-learn is imported when the first metrics are computed).
+the server's work sharing the interpreter. Each measured run gets a fresh server: the fake
+records every request it answers, and a server grown by thousands of earlier records answers
+more slowly, which would penalise whichever side runs second. The rounds alternate which
+side goes first; each round gives one ratio Evaluator / bare httpx (requests/s), and the
+median and range of those ratios are printed. A short unmeasured run of each side first
+pays the one-off costs of a fresh process (scikit-learn is imported when the first metrics
+are computed).
 
     PYTHONPATH=src .venv/bin/python benchmarks/evaluator_overhead.py [--prompts 5000]
         [--concurrency 32] [--rounds 5]
@@ -156,6 +159,7 @@ def serve() -> None:
 
 
 def start_server() -> tuple[subprocess.Popen[str], Server]:
+    """A fresh fake server in a child process, and where it listens."""
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve"],
         stdin=subprocess.PIPE,
@@ -170,6 +174,23 @@ def start_server() -> tuple[subprocess.Popen[str], Server]:
     return process, Server(**json.loads(line))
 
 
+def stop_server(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def measure(side: Side, server: Server | None, count: int, workers: int) -> float:
+    """Requests/s of one side: against `server` (in-memory), or a fresh server process."""
+    if server is not None:
+        return anyio.run(side, server, count, workers)
+    process, fresh = start_server()
+    try:
+        return anyio.run(side, fresh, count, workers)
+    finally:
+        stop_server(process)
+
+
 def spread(values: list[float], digits: int = 2) -> str:
     return (
         f"{statistics.median(values):.{digits}f} "
@@ -177,17 +198,17 @@ def spread(values: list[float], digits: int = 2) -> str:
     )
 
 
-def compare(server: Server, args: argparse.Namespace) -> None:
+def compare(server: Server | None, args: argparse.Namespace) -> None:
     sides: dict[str, Side] = {"bare httpx": bare_httpx, "Evaluator": evaluator}
     rates: dict[str, list[float]] = {name: [] for name in sides}
     ratios: list[float] = []
     for side in sides.values():  # warm-up, not counted: first imports (scikit-learn for the
-        anyio.run(side, server, 200, args.concurrency)  # metrics), first schema builds
+        measure(side, server, 200, args.concurrency)  # metrics), first schema builds
     for round_ in range(args.rounds):
         order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
         this_round: dict[str, float] = {}
         for name in order:
-            this_round[name] = anyio.run(sides[name], server, args.prompts, args.concurrency)
+            this_round[name] = measure(sides[name], server, args.prompts, args.concurrency)
             rates[name].append(this_round[name])
         ratios.append(this_round["Evaluator"] / this_round["bare httpx"])
         print(
@@ -196,7 +217,7 @@ def compare(server: Server, args: argparse.Namespace) -> None:
             + f", ratio {ratios[-1]:.2f}",
             flush=True,
         )
-    where = "in-memory transport" if server.in_memory else "fake server in its own process"
+    where = "in-memory transport" if server is not None else "a fresh fake server process per run"
     print(
         f"{args.prompts} prompts, {args.concurrency} in flight, {where}, "
         f"{args.rounds} alternating rounds; median [min-max]"
@@ -206,13 +227,18 @@ def compare(server: Server, args: argparse.Namespace) -> None:
     print(f"ratio Evaluator / bare httpx: {spread(ratios)}")
 
 
-def profile(server: Server, args: argparse.Namespace) -> None:
+def profile(server: Server | None, args: argparse.Namespace) -> None:
     side: Side = bare_httpx if args.profile == "httpx" else evaluator
-    anyio.run(side, server, 200, args.concurrency)  # warm-up: imports, first schemas
+    measure(side, server, 200, args.concurrency)  # warm-up: imports, first schemas
+    process, fresh = start_server() if server is None else (None, server)
     profiler = cProfile.Profile()
-    profiler.enable()
-    rate = anyio.run(side, server, args.prompts, args.concurrency)
-    profiler.disable()
+    try:
+        profiler.enable()
+        rate = anyio.run(side, fresh, args.prompts, args.concurrency)
+        profiler.disable()
+    finally:
+        if process is not None:
+            stop_server(process)
     print(f"{side.__name__} under cProfile: {rate:.1f} requests/s (profiling slows it down)")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
 
@@ -242,13 +268,7 @@ def main() -> None:
     if args.in_memory:
         run(Server("https://watsonx.invalid", "t" * 32, "p-1", "", in_memory=True), args)
         return
-    process, server = start_server()
-    try:
-        run(server, args)
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        process.wait(timeout=30)
+    run(None, args)
 
 
 if __name__ == "__main__":
