@@ -71,7 +71,7 @@ T = TypeVar("T")
 class RetryPolicy(BaseModel):
     """How hard to try before giving up on one request."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     max_attempts: int = Field(
         default=6, ge=1, le=50, description="Attempts per request, first included."

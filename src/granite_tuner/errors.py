@@ -88,7 +88,7 @@ __all__ = [
 class ServiceErrorDetail(BaseModel):
     """One entry of a watsonx error body's `errors[]`."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", frozen=True)
 
     code: str | None = None
     message: str
@@ -148,7 +148,7 @@ class InvalidDataError(GraniteTunerError, ValueError):
 class DataProblem(BaseModel):
     """One thing wrong (or worth a warning) in a data set."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     code: str
     message: str

@@ -29,7 +29,7 @@ def _now() -> datetime:
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     run_id: str
     at: datetime = Field(default_factory=_now, description="When the event was seen.")

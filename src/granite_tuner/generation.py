@@ -87,7 +87,7 @@ def checked_generation_parameters(
 class GenerationResult(BaseModel):
     """The answer to one prompt."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     text: str
     generated_token_count: int | None = None

@@ -53,7 +53,7 @@ _T = TypeVar("_T")
 class CheckedParameters(BaseModel):
     """A frozen parameters model whose every way in raises `InvalidParametersError`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     #: What one field is called in messages ("prompt-tuning parameter").
     noun: ClassVar[str] = "parameter"

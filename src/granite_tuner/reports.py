@@ -92,7 +92,7 @@ class ConfidenceInterval(BaseModel):
     trials at all nothing is known, and the interval is the whole range [0, 1].
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     low: float
     high: float
@@ -114,7 +114,7 @@ class ItemResult(BaseModel):
     `expected`. `attempts` counts the HTTP attempts the call took (1 when nothing was counted).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     index: int
     target: str
@@ -137,7 +137,7 @@ class ItemResult(BaseModel):
 class Scores(BaseModel):
     """Precision, recall and F1 under one averaging."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     precision: float
     recall: float
@@ -160,7 +160,7 @@ class LabelScores(Scores):
 class Counts(BaseModel):
     """Where the items ended: answered or failed, and of the answered, parsed or not."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     total: int
     completed: int  # the target answered
@@ -172,7 +172,7 @@ class Counts(BaseModel):
 class LatencyStats(BaseModel):
     """Seconds per answered call (failed calls are left out); None when nothing was answered."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     mean_s: float | None = None
     median_s: float | None = None
@@ -198,7 +198,7 @@ class Metrics(BaseModel):
     computed.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     accuracy: float
     precision: float
@@ -227,7 +227,7 @@ class PairwiseComparison(BaseModel):
     A small `p_value` says the difference in accuracy is unlikely to be chance.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     baseline: str
     target: str
@@ -245,7 +245,7 @@ class PairwiseComparison(BaseModel):
 class EvaluationReport(BaseModel):
     """One target's evaluation: its metrics and (unless it was streamed) every item's result."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     target: str
     metrics: Metrics
@@ -345,7 +345,7 @@ class EvaluationReport(BaseModel):
 class ComparisonReport(BaseModel):
     """Several targets on the same examples, each compared with the baseline."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     baseline: str
     reports: dict[str, EvaluationReport]

@@ -65,7 +65,7 @@ def training_state(value: object) -> tuple[TrainingState, str | None]:
 class MetricPoint(BaseModel):
     """One logged training step: which iteration and epoch, and the loss then."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     iteration: int | None = None
     epoch: int | None = None
@@ -76,7 +76,7 @@ class MetricPoint(BaseModel):
 class ValidationPoint(BaseModel):
     """The soft prompt's score on the validation data at the end of one epoch (from 0)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     epoch: int
     iteration: int | None = None
@@ -93,7 +93,7 @@ class CheckpointInfo(BaseModel):
     checkpoint=step)` serves its soft prompt, and `model_id` is the id that deploys it.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     step: int
     #: The epoch (from 0) the step belongs to; `end_of_epoch` when it is that epoch's last.
@@ -114,7 +114,7 @@ class CheckpointInfo(BaseModel):
 class TuningRun(BaseModel):
     """A backend's snapshot of one tuning run."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     id: str
     name: str | None = None
@@ -169,7 +169,7 @@ def loss_per_epoch(points: Sequence[MetricPoint]) -> list[float]:
 class TuningResult(BaseModel):
     """Everything known about a finished (or last seen) tuning run. Round-trips through JSON."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     run_id: str
     name: str | None = None

@@ -34,7 +34,7 @@ class ValidationOptions(BaseModel):
     `early_stopping_patience=0` early stopping.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     data_ref: str | None = None
     split: float | None = Field(default=None, ge=0.0, lt=1.0)

@@ -88,7 +88,7 @@ def check_request_tag(tag: object) -> str:
 class BaseModelInfo(BaseModel):
     """A model that can be prompt-tuned, and where it is in its lifecycle."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     model_id: str
     lifecycle_state: str = "available"
@@ -208,7 +208,7 @@ def deployment_state(value: object) -> tuple[DeploymentState, str | None]:
 class DeploymentInfo(BaseModel):
     """A backend's snapshot of one deployment."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     id: str
     name: str | None = None

@@ -47,7 +47,7 @@ def _shown_labels(counts: dict[str, int]) -> str:
 class Example(BaseModel):
     """One labelled example: the text the model reads and the text it should answer."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     input: str
     output: str
@@ -60,7 +60,7 @@ class LabelledSet(BaseModel):
     examples.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     examples: tuple[Example, ...]
     source: str | None = None

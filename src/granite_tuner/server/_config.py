@@ -29,7 +29,7 @@ class ServeConfig(BaseModel):
     `RUN=SERVING_NAME`; every one becomes a deployment.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     model: str = "smollm2-135m-instruct"
     home: Path | None = None

@@ -86,7 +86,7 @@ before_rename: Callable[[Path], None] | None = None
 class CheckpointManifest(BaseModel):
     """What `manifest.json` says about its checkpoint; read without loading the state."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
 
     format: int = _FORMAT
     step: int

@@ -81,7 +81,7 @@ def _now() -> datetime:
 class Owner(BaseModel):
     """The process that runs a run: enough to tell, later, whether it is still alive."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     pid: int
     host: str
@@ -139,7 +139,7 @@ def _is_zombie(pid: int) -> bool:
 class RunRecord(BaseModel):
     """Everything `run.json` holds about one run."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     id: str
     name: str | None = None

@@ -64,7 +64,7 @@ _KNOWN_ML_HOSTS = frozenset(urlsplit(url).hostname or "" for url in PLATFORM_URL
 class WatsonxSettings(BaseModel):
     """Resolved, checked settings of one client. Secrets are `SecretStr`: they never print."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     url: str
     platform_url: str

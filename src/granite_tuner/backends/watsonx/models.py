@@ -34,7 +34,7 @@ TERMINAL_TRAINING_STATES = frozenset({"completed", "failed", "canceled", "error"
 
 
 class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
 
 
 def _dict(value: Any) -> dict[str, Any]:
