@@ -227,8 +227,12 @@ def connection_pool(client: WatsonxClient) -> httpcore.AsyncConnectionPool:
     return transport._pool
 
 
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    """Wait until `condition` holds (closing a socket can take an event-loop turn or two)."""
+async def eventually(
+    condition: Callable[[], bool], what: str, state: Callable[[], str] | None = None
+) -> None:
+    """Wait until `condition` holds (closing a socket can take an event-loop turn or two).
+
+    `state`, if given, describes what was seen last, for the failure message."""
     try:
         with anyio.fail_after(SETTLE_TIMEOUT):
             # Polled: the state lives in another thread, process or the kernel, not an Event.
@@ -237,7 +241,8 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
                     return
                 await anyio.sleep(0.005)
     except TimeoutError:
-        pytest.fail(f"never came true: {what}")
+        seen = "" if state is None else f" ({state()})"
+        pytest.fail(f"never came true: {what}{seen}")
 
 
 async def assert_no_connection_in_use(client: WatsonxClient, server: ServerHandle) -> None:
@@ -258,7 +263,15 @@ async def assert_no_connection_in_use(client: WatsonxClient, server: ServerHandl
         gc.collect()
         return False
 
-    await eventually(sockets_match_pool, "the client's sockets are the pool's open connections")
+    def seen() -> str:
+        return (
+            f"client sockets the server sees: {len(client_sockets(server))}; "
+            f"pool: {[(c.is_closed(), c.is_idle(), c.has_expired()) for c in pool.connections]}"
+        )
+
+    await eventually(
+        sockets_match_pool, "the client's sockets are the pool's open connections", seen
+    )
 
 
 async def close_and_settle(client: WatsonxClient, server: ServerHandle) -> None:
