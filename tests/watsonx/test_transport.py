@@ -139,6 +139,17 @@ async def test_pagination_follows_next_href() -> None:
     assert [r.id for r in runs] == ["t-1", "t-2"]
 
 
+async def test_equal_query_values_of_other_types_are_sent_as_their_own_text() -> None:
+    # The transport reuses each call's parsed URL; 1, 1.0 and True are equal as dict keys.
+    async with make_client(lambda request: httpx.Response(200, json={})) as client:
+        targets = [
+            client._transport._target("https://x.test/a", {"limit": value})
+            for value in (1, True, 1.0, 1)
+        ]
+    assert [t.params["limit"] for t in targets] == ["1", "true", "1.0", "1"]
+    assert targets[3] is targets[0]  # the same call again: the cached URL
+
+
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [

@@ -86,15 +86,20 @@ class Transport:
         self.api_version = api_version
         self.auth = auth
         self.retry = retry
-        self._targets: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
+        self._targets: dict[tuple[str, tuple[tuple[str, type, Any], ...]], httpx.URL] = {}
 
     def url_for(self, endpoint: Endpoint, path: Mapping[str, str] | None = None) -> str:
         base = self.ml_url if endpoint.host == "ml" else self.platform_url
         return base + endpoint.format_path(**(path or {}))
 
     def _target(self, url: str, query: dict[str, Any]) -> httpx.URL:
-        """`url` with `query`, parsed; repeated requests (generation) reuse the parsed URL."""
-        key = (url, tuple(query.items())) if all(map(_plain_value, query.values())) else None
+        """`url` with `query`, parsed; repeated requests (generation) reuse the parsed URL.
+
+        The key holds each value's type: 1, 1.0 and True are equal as keys but render as
+        "1", "1.0" and "true"."""
+        key = None
+        if all(map(_plain_value, query.values())):
+            key = (url, tuple((name, type(value), value) for name, value in query.items()))
         if key is not None and (cached := self._targets.get(key)) is not None:
             return cached
         target = httpx.URL(url, params=query)
