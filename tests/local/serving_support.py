@@ -236,9 +236,15 @@ async def all_at_once(
 
 
 def reference_greedy(
-    tiny: Tiny, prompt: str, max_new_tokens: int, soft_prompt: torch.Tensor | None
+    tiny: Tiny,
+    prompt: str,
+    max_new_tokens: int,
+    soft_prompt: torch.Tensor | None,
+    *,
+    at_end: bool = False,
 ) -> list[int]:
-    """Greedy decoding by full forward passes over the unpadded sequence (no cache, no batch)."""
+    """Greedy decoding by full forward passes over the unpadded sequence (no cache, no batch):
+    `[soft prompt][prompt][new tokens]`, or with `at_end` `[prompt][soft prompt][new tokens]`."""
     model, tokenizer = tiny.loaded.model, tiny.loaded.tokenizer
     ids: list[int] = tokenizer(prompt)["input_ids"]
     new: list[int] = []
@@ -246,7 +252,10 @@ def reference_greedy(
     with torch.no_grad():
         for _ in range(max_new_tokens):
             embeds = embed(torch.tensor([ids + new], dtype=torch.long))
-            if soft_prompt is not None:
+            if soft_prompt is not None and at_end:
+                prompt_part, new_part = embeds[:, : len(ids)], embeds[:, len(ids) :]
+                embeds = torch.cat((prompt_part, soft_prompt.unsqueeze(0), new_part), dim=1)
+            elif soft_prompt is not None:
                 embeds = torch.cat((soft_prompt.unsqueeze(0), embeds), dim=1)
             token = int(model(inputs_embeds=embeds).logits[0, -1].argmax())
             new.append(token)

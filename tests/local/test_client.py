@@ -25,7 +25,9 @@ from granite_tuner import (
 )
 from granite_tuner.backends.base import TuningBackend
 from granite_tuner.backends.local import DEFAULT_MODEL, LocalClient, RunStore
+from granite_tuner.backends.local._adapter import load_soft_prompt
 from granite_tuner.data import LabelledSet
+from granite_tuner.generation import GenerationParameters
 from granite_tuner.parameters import PromptTuningParameters
 from granite_tuner.runs import TuningRun
 from tests.tiny_model import review_examples
@@ -249,3 +251,43 @@ def test_a_run_killed_with_its_process_is_reported_interrupted(
     assert run.failure_message is not None
     assert "interrupted" in run.failure_message
     assert run.metrics  # what was saved before the crash is kept
+
+
+async def test_a_client_can_train_and_serve_the_soft_prompt_at_the_end(
+    tiny_model_dir: Path, home: Path
+) -> None:
+    """The run records the position, the adapter says it, and a deployment of the run answers
+    as the trainer's own forward pass with the soft prompt after the prompt does."""
+    import json
+
+    import torch
+
+    from granite_tuner.backends.local._adapter import POSITION_KEY
+
+    async with LocalClient(str(tiny_model_dir), home=home, soft_prompt_position="end") as client:
+        run = await start(client, tiny_model_dir, QUICK)
+        assert run.parameters["soft_prompt_position"] == "end"
+        finished = await wait_for(lambda: client.get_tuning_run(run.id), lambda r: r.is_finished)
+        assert finished.state == "completed", finished.failure_message
+        adapter = home / "runs" / run.id / "adapter"
+        assert json.loads((adapter / "adapter_config.json").read_text())[POSITION_KEY] == "end"
+
+        deployment = await client.deploy(run.id, name="at-end", serving_name=None)
+        assert deployment.is_ready, deployment.failure_message
+        prompt = DATA.examples[0].input
+        one = GenerationParameters(decoding_method="greedy", max_new_tokens=1)
+        answer = await client.generate(prompt, deployment_id=deployment.id, parameters=one)
+
+        loaded = await client.models.get(str(tiny_model_dir))
+        soft = load_soft_prompt(adapter, loaded.model)
+        ids = loaded.tokenizer(prompt)["input_ids"][-256:]
+        embed = loaded.model.get_input_embeddings()
+        with torch.no_grad():
+            sequence = torch.cat((embed(torch.tensor(ids)), soft))[None]
+            token = int(loaded.model(inputs_embeds=sequence).logits[0, -1].argmax())
+        assert answer.text == loaded.tokenizer.decode([token], skip_special_tokens=True)
+
+
+def test_an_unknown_soft_prompt_position_is_refused_clearly() -> None:
+    with pytest.raises(ConfigurationError, match=r"soft_prompt_position='middle'.*'start'"):
+        LocalClient(soft_prompt_position="middle")  # type: ignore[arg-type]

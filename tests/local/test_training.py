@@ -251,11 +251,11 @@ def test_cancel_stops_within_one_step(tiny_loaded: LoadedModel) -> None:
     batches = 0
     batch_loss = trainer.batch_loss
 
-    def loss_then_cancel(batch: object) -> torch.Tensor:
+    def loss_then_cancel(batch: object, examples: object = None) -> torch.Tensor:
         nonlocal batches
         batches += 1
         cancel.set()  # as if cancel_tuning_run came during the first batch
-        return batch_loss(batch)  # type: ignore[arg-type]
+        return batch_loss(batch, examples)  # type: ignore[arg-type]
 
     trainer.batch_loss = loss_then_cancel  # type: ignore[method-assign]
     with pytest.raises(TrainingCancelled):
@@ -290,3 +290,103 @@ def test_building_a_trainer_hides_peft_s_warning_and_leaves_the_filters(
         PromptTrainer(tiny_loaded, examples, FAST)
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     assert warnings.filters == before
+
+
+# --- the soft prompt at the end of the input --------------------------------------------------
+
+AT_END = TrainingConfig(
+    num_epochs=1, batch_size=4, num_virtual_tokens=4, learning_rate=0.1, soft_prompt_position="end"
+)
+
+
+def _unpadded_logits_at_end(trainer: PromptTrainer, example: EncodedExample) -> torch.Tensor:
+    """One plain forward pass over `[prompt][soft prompt][target]`, no padding, no cache."""
+    embed = trainer.loaded.model.get_input_embeddings()
+    soft = trainer.peft_model.get_prompt(batch_size=1)[0]
+    sequence = torch.cat(
+        (
+            embed(torch.tensor(example.prompt_ids, dtype=torch.long)),
+            soft,
+            embed(torch.tensor(example.target_ids, dtype=torch.long)),
+        )
+    )
+    logits: torch.Tensor = trainer.loaded.model(inputs_embeds=sequence[None]).logits[0]
+    return logits
+
+
+def test_a_soft_prompt_at_the_end_sits_between_prompt_and_target(
+    tiny_loaded: LoadedModel,
+) -> None:
+    """Two passes (prompts cached, then soft prompt + target) over padded rows of different
+    prompt and target lengths give the logits of one plain pass over each unpadded row."""
+    examples = [*review_examples(5, seed=3), Example(input="good dog", output="yes it was")]
+    trainer = PromptTrainer(tiny_loaded, examples, AT_END)
+    batch = collate(trainer.examples, tiny_loaded.pad_token_id)
+    assert len(set(batch.prompt_lengths)) > 1
+    assert len({len(e.target_ids) for e in trainer.examples}) > 1
+    keep = batch.target_width + 1
+    with torch.no_grad():
+        ours = trainer.logits(batch, keep)
+        for row, example in enumerate(trainer.examples):
+            expected = _unpadded_logits_at_end(trainer, example)
+            own = len(example.target_ids) + 1  # the soft prompt's last position, then targets
+            torch.testing.assert_close(ours[row, -own:], expected[-own:], rtol=1e-4, atol=1e-4)
+
+
+def test_a_soft_prompt_at_the_end_learns_and_only_it_changes(tiny_loaded: LoadedModel) -> None:
+    before = {name: p.detach().clone() for name, p in tiny_loaded.model.named_parameters()}
+    config = TrainingConfig(**{**AT_END.to_dict(), "num_epochs": 8, "batch_size": 8})
+    config = TrainingConfig(**{**config.to_dict(), "learning_rate": 0.3, "init_method": "random"})
+    results = PromptTrainer(tiny_loaded, constant_examples(32), config).train()
+    first = [r.loss for r in results if r.epoch == 0]
+    last = [r.loss for r in results if r.epoch == config.num_epochs - 1]
+    assert sum(last) / len(last) < 0.5 * sum(first) / len(first)
+    for name, param in tiny_loaded.model.named_parameters():
+        assert torch.equal(param, before[name]), name
+
+
+def test_an_adapter_trained_at_the_end_says_so(tiny_loaded: LoadedModel, tmp_path: Path) -> None:
+    import json
+
+    from granite_tuner.backends.local._adapter import POSITION_KEY
+
+    for position in ("start", "end"):
+        config = TrainingConfig(**{**AT_END.to_dict(), "soft_prompt_position": position})
+        trainer = PromptTrainer(tiny_loaded, review_examples(8), config)
+        trainer.train()
+        trainer.save(tmp_path / position)
+        saved = json.loads((tmp_path / position / "adapter_config.json").read_text())
+        assert saved.get(POSITION_KEY, "start") == position
+        assert saved["peft_type"] == "PROMPT_TUNING"
+
+
+def test_kept_prompt_keys_and_values_give_the_same_logits(tiny_loaded: LoadedModel) -> None:
+    """From a training batch's second pass on, its prompts' keys and values come from what the
+    first pass kept, regrouped and re-padded; the logits are those of running them again."""
+    examples = [*review_examples(5, seed=4), Example(input="good", output="1")]
+    trainer = PromptTrainer(tiny_loaded, examples, AT_END)
+    assert trainer._prompt_cache is not None
+    first = [0, 1, 2, 5]
+    regrouped = [5, 2, 3]  # 3 was never run: the whole batch runs again
+    again = [2, 5, 0]  # all kept, padded to another width than they were computed in
+    with torch.no_grad():
+        for rows in (first, regrouped, again):
+            batch = collate([trainer.examples[i] for i in rows], tiny_loaded.pad_token_id)
+            keep = batch.target_width + 1
+            fresh = trainer.logits(batch, keep)
+            reused = trainer.logits(batch, keep, rows)
+            torch.testing.assert_close(reused, fresh, rtol=1e-4, atol=1e-5)
+    assert trainer._prompt_cache.batch(again, 40) is not None
+    assert trainer._prompt_cache.batch([4], 40) is None  # never run
+
+
+def test_training_at_the_end_repeats_with_the_same_seed(tiny_loaded: LoadedModel) -> None:
+    """The kept keys and values change nothing: two runs give the same losses, and so does a
+    run that keeps none."""
+    config = TrainingConfig(**{**AT_END.to_dict(), "num_epochs": 3})
+    examples = review_examples(16)
+    first = [r.loss for r in PromptTrainer(tiny_loaded, examples, config).train()]
+    assert first == [r.loss for r in PromptTrainer(tiny_loaded, examples, config).train()]
+    uncached = PromptTrainer(tiny_loaded, examples, config)
+    uncached._prompt_cache = None
+    assert [r.loss for r in uncached.train()] == pytest.approx(first, rel=1e-4)

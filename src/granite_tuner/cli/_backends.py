@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from granite_tuner.backends.base import Backend
 from granite_tuner.backends.watsonx import RetryPolicy, WatsonxClient
@@ -144,15 +144,21 @@ def watsonx_client(options: BackendOptions) -> WatsonxClient:
 
 @asynccontextmanager
 async def open_client(
-    options: BackendOptions, *, model: str | None = None
+    options: BackendOptions,
+    *,
+    model: str | None = None,
+    soft_prompt_position: Literal["start", "end"] | None = None,
 ) -> AsyncIterator[AnyClient]:
-    """An open client of the chosen backend; `model` is the local backend's model."""
+    """An open client of the chosen backend; `model` is the local backend's model, and
+    `soft_prompt_position` where its runs put the soft prompt (None: its default)."""
     if options.local:
         from granite_tuner.backends.local import LocalClient
 
         settings: dict[str, Any] = {"home": options.home}
         if options.processes is not None:
             settings["processes"] = options.processes
+        if soft_prompt_position is not None:
+            settings["soft_prompt_position"] = soft_prompt_position
         local = LocalClient(model, **settings) if model else LocalClient(**settings)
         async with local as client:
             yield client

@@ -3,6 +3,11 @@
 The server applies the soft prompt by hand (see `_decoding` for why), so it needs the tensor, not
 a `PeftModel`; this reads it from the folder `PeftModel.save_pretrained` wrote and checks that it
 fits the model. Runs in a worker thread (safetensors reads the file).
+
+Where the soft prompt goes is part of what was learned. PEFT puts it at the start of the input;
+a soft prompt trained at the end (`[input][soft prompt][output]`, see `_training`) says so under
+`POSITION_KEY` in `adapter_config.json`. PEFT itself ignores that key (with a warning naming it)
+and would put such a prompt at the start, so only granite-tuner serves those adapters as trained.
 """
 
 from __future__ import annotations
@@ -14,17 +19,36 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file
 
+from granite_tuner.backends.local._decode_types import SoftPromptPosition
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "load_soft_prompt"]
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "POSITION_KEY",
+    "load_soft_prompt",
+    "mark_position",
+]
 
 #: The files `PeftModel.save_pretrained` writes for a prompt-tuning adapter.
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PROMPT_KEY = "prompt_embeddings"
+#: The `adapter_config.json` key that records a soft prompt trained at the end of the input.
+POSITION_KEY = "granite_tuner_soft_prompt_position"
+
+
+def mark_position(adapter_dir: Path, position: SoftPromptPosition) -> None:
+    """Record in a just-saved adapter where its soft prompt goes (nothing to add for "start")."""
+    if position == "start":
+        return
+    path = adapter_dir / ADAPTER_CONFIG
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config[POSITION_KEY] = position
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:

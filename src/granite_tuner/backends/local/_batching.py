@@ -52,7 +52,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from granite_tuner._secrets import get_logger
 from granite_tuner._text import apply_verbalizer
 from granite_tuner.backends.base import DeploymentInfo
-from granite_tuner.backends.local._decode_types import Decoded, DecodeRow, DecodeSettings
+from granite_tuner.backends.local._decode_types import (
+    Decoded,
+    DecodeRow,
+    DecodeSettings,
+    SoftPromptPosition,
+)
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.errors import ConfigurationError, GenerationError
 from granite_tuner.generation import GenerationParameters, GenerationResult
@@ -104,6 +109,8 @@ class ServedDeployment:
     request_tag: str | None = None
     loaded: LoadedModel | None = None
     soft_prompt: torch.Tensor | None = None
+    #: Where the soft prompt goes, as it was trained: before the prompt's tokens or after them.
+    soft_prompt_position: SoftPromptPosition = "start"
     verbalizer: str | None = None
     #: A tuned model reads prompts as it was trained on them: cut to the run's
     #: `max_input_tokens` (keeping the end), unless a request sets `truncate_input_tokens`.
@@ -153,6 +160,7 @@ class Request:
             text=self.prompt,
             seed=self.seed,
             soft_prompt=self.served.soft_prompt,
+            soft_prompt_position=self.served.soft_prompt_position,
             truncate_input_tokens=self.settings.truncate_input_tokens,
         )
 

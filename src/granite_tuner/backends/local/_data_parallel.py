@@ -187,7 +187,7 @@ class DataParallelTrainer(PromptTrainer):
             batch = collate([self.examples[i] for i in mine], self._pad_id)
             whole = sum(len(self.examples[i].target_ids) for i in indices)
             with autocast(self.loaded.device, self.config.precision):
-                loss = self.batch_loss(batch) * (batch.num_target_tokens / whole)
+                loss = self.batch_loss(batch, mine) * (batch.num_target_tokens / whole)
             torch.autograd.backward(loss / len(group))
             pieces.append(loss.detach().float())
         stop = self._cancel is not None and self._cancel.is_set()

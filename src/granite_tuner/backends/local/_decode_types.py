@@ -15,12 +15,23 @@ from granite_tuner.generation import GenerationParameters
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DecodeRow", "DecodeSettings", "Decoded", "LocalStopReason"]
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "DecodeRow",
+    "DecodeSettings",
+    "Decoded",
+    "LocalStopReason",
+    "SoftPromptPosition",
+]
 
 #: What watsonx.ai generates when `max_new_tokens` is not given.
 DEFAULT_MAX_NEW_TOKENS = 20
 
 LocalStopReason = Literal["max_tokens", "eos_token", "stop_sequence", "time_limit", "cancelled"]
+
+#: Where a soft prompt goes: "start", `[soft prompt][input][output]` (PEFT's layout), or "end",
+#: `[input][soft prompt][output]`.
+SoftPromptPosition = Literal["start", "end"]
 
 
 @dataclass(frozen=True)
@@ -80,13 +91,14 @@ class DecodeRow:
     """One prompt of a batch, with what is its own: seed, soft prompt, where to cut it.
 
     Rows with different soft prompts (or none: the plain base model) share a batch; each gets
-    its own soft prompt in front of its own tokens.
+    its own soft prompt, in front of its own tokens or (`soft_prompt_position="end"`) after them.
     """
 
     text: str
     seed: int | None = None
-    #: `(virtual tokens, hidden)`, put in front of the prompt's token embeddings.
+    #: `(virtual tokens, hidden)`, put before or after the prompt's token embeddings.
     soft_prompt: torch.Tensor | None = None
+    soft_prompt_position: SoftPromptPosition = "start"
     #: Keep only the last this many tokens (and leading special tokens), as watsonx.ai does.
     truncate_input_tokens: int | None = None
 

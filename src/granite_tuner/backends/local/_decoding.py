@@ -28,7 +28,9 @@ Layout and positions: each row is its soft prompt followed by its tokens, left-p
 soft prompt in the batch it stays at the front, `[soft prompt][padding][tokens]`, the layout the
 local trainer uses; rows of several go `[padding][soft prompt][tokens]`. Position ids are
 derived from the attention mask (as `generate` does), so padding shifts nothing and a row gets
-the same positions, and the same answer, alone or in any batch.
+the same positions, and the same answer, alone or in any batch. A soft prompt trained at the end
+of the input (`soft_prompt_position="end"`) follows its row's tokens instead, `[padding][tokens]
+[soft prompt]`, as the trainer placed it; a batch with such a row shares no start (below).
 
 Work shared by rows is done once: when rows of one soft prompt start with the same tokens (the
 soft prompt, always, and often an instruction every test prompt begins with), that start is run
@@ -146,7 +148,12 @@ def _decode(
     soft_prompts = [row.soft_prompt for row in rows]
     virtual = [0 if soft is None else int(soft.shape[0]) for soft in soft_prompts]
     groups = _groups(soft_prompts)
-    prefix, shared = _prefix_lengths(prompts, virtual, groups)
+    at_end = [row.soft_prompt is not None and row.soft_prompt_position == "end" for row in rows]
+    if any(at_end):
+        # A soft prompt after the tokens leaves no common start to share: rows run in full.
+        prefix, shared = [0] * size, False
+    else:
+        prefix, shared = _prefix_lengths(prompts, virtual, groups)
     # Each row is its soft prompt then its tokens, cut in two: its prefix (the soft prompt, and
     # when shared, the tokens its group starts with) and the rest. Layout per row:
     # [padding][prefix][padding][rest], so that every prefix ends, and every row ends, in the
@@ -161,7 +168,8 @@ def _decode(
         sequence = embedding(torch.tensor(ids, dtype=torch.long, device=device))
         soft = soft_prompts[row]
         if soft is not None:
-            sequence = torch.cat((soft.to(sequence.dtype), sequence))
+            soft = soft.to(sequence.dtype)
+            sequence = torch.cat((sequence, soft) if at_end[row] else (soft, sequence))
         head, tail = prefix[row], lengths[row] - prefix[row]
         inputs_embeds[row, width_prefix - head : width_prefix] = sequence[:head]
         attention_mask[row, width_prefix - head : width_prefix] = 1

@@ -383,10 +383,18 @@ class ModelServer:
             raise _DeployProblem(str(exc)) from None
         verbalizer = run.parameters.get("verbalizer")
         max_input_tokens = run.parameters.get("max_input_tokens")
+        # Runs recorded before the setting existed put the soft prompt at the start.
+        position = run.parameters.get("soft_prompt_position", "start")
+        if position not in ("start", "end"):
+            raise _DeployProblem(
+                f"tuning run {run_id} records soft_prompt_position={position!r}; "
+                "only 'start' and 'end' can be served"
+            )
         return ServedDeployment(
             info=info.model_copy(update={"base_model_id": run.base_model}),
             loaded=loaded,
             soft_prompt=soft_prompt,
+            soft_prompt_position=position,
             verbalizer=verbalizer
             if isinstance(verbalizer, str) and "{{input}}" in verbalizer
             else None,

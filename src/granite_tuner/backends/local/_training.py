@@ -17,6 +17,10 @@ Why it is shaped this way:
   interleaves between steps, and cancellation (a `threading.Event`, checked before every batch)
   takes effect within one step.
 - The same seed gives the same batches, the same random init and therefore the same losses.
+- The soft prompt goes where `TrainingConfig.soft_prompt_position` says: at the start (PEFT's
+  layout) or at the end of the input, right before the output. At the end nothing in the input
+  depends on it, so the input runs once without gradients and its keys and values are kept
+  for later epochs (`_PromptCache`): a step then runs only the soft prompt and the output.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import torch.nn.functional as F
 
 from granite_tuner._secrets import get_logger
 from granite_tuner._steps import steps_per_epoch
+from granite_tuner.backends.local._adapter import mark_position
+from granite_tuner.backends.local._decode_types import SoftPromptPosition
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.backends.local._precision import autocast
 from granite_tuner.backends.local._training_data import (
@@ -123,6 +129,10 @@ class TrainingConfig:
     validation_split: float = DEFAULT_VALIDATION_SPLIT
     #: Share of the planned steps over which the learning rate rises from 0 (then falls to 0).
     warmup_share: float = 0.0
+    #: Where the soft prompt goes: "start" (PEFT's layout, [soft prompt][input][output]) or
+    #: "end" ([input][soft prompt][output]). Runs recorded before this setting existed were
+    #: "start", which is why that stays the value a bare `TrainingConfig` has.
+    soft_prompt_position: SoftPromptPosition = "start"
 
     @classmethod
     def from_parameters(
@@ -134,6 +144,7 @@ class TrainingConfig:
         selection_metric: SelectionMetric | None = None,
         early_stopping_patience: int | None = DEFAULT_EARLY_STOPPING_PATIENCE,
         validation_split: float = DEFAULT_VALIDATION_SPLIT,
+        soft_prompt_position: SoftPromptPosition = "start",
     ) -> TrainingConfig:
         """The settings for `parameters`: fields left `None` take the local defaults.
 
@@ -166,6 +177,7 @@ class TrainingConfig:
             selection_metric=selection_metric or ("accuracy" if classification else "loss"),
             early_stopping_patience=early_stopping_patience,
             validation_split=validation_split,
+            soft_prompt_position=soft_prompt_position,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,6 +253,14 @@ class PromptTrainer:
         forward = inspect.signature(type(loaded.model).forward).parameters
         self._logits_to_keep = "logits_to_keep" in forward
         self._position_ids = "position_ids" in forward
+        # transformers 5 calls the KV cache argument `cache`; 4.x called it `past_key_values`.
+        self._cache_keyword = "cache" if "cache" in forward else "past_key_values"
+        #: The training prompts' keys and values, for a soft prompt at the end (None: not kept).
+        self._prompt_cache = (
+            _PromptCache.for_examples(loaded, self.examples)
+            if config.soft_prompt_position == "end"
+            else None
+        )
         self.steps_per_epoch = steps_per_epoch(
             len(self.examples), config.batch_size, config.accumulate_steps
         )
@@ -301,7 +321,8 @@ class PromptTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingCancelled
             with autocast(self.loaded.device, self.config.precision):
-                loss = self.batch_loss(collate([self.examples[i] for i in indices], self._pad_id))
+                batch = collate([self.examples[i] for i in indices], self._pad_id)
+                loss = self.batch_loss(batch, indices)
             torch.autograd.backward(loss / len(group))
             total += float(loss.detach())
         return total
@@ -322,10 +343,14 @@ class PromptTrainer:
         with autocast(self.loaded.device, self.config.precision):
             return self.validator.score(self.logits)
 
-    def batch_loss(self, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy over the target tokens of `batch`, with the soft prompt in front."""
+    def batch_loss(self, batch: Batch, examples: Sequence[int] | None = None) -> torch.Tensor:
+        """Mean cross-entropy over the target tokens of `batch`, with the soft prompt in place.
+
+        `examples`: the indices in `self.examples` of the batch's rows, when it is made of
+        them, so that a soft prompt at the end can reuse their prompts' keys and values.
+        """
         keep = batch.target_width + 1  # the logit before each target token predicts it
-        logits = self.logits(batch, keep)[:, :-1, :]
+        logits = self.logits(batch, keep, examples)[:, :-1, :]
         labels = batch.labels[:, -batch.target_width :].to(self.loaded.device)
         return F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
@@ -333,8 +358,13 @@ class PromptTrainer:
             ignore_index=IGNORE_INDEX,
         )
 
-    def logits(self, batch: Batch, keep: int) -> torch.Tensor:
-        """Vocabulary logits of the last `keep` positions of `batch`, soft prompt in front."""
+    def logits(
+        self, batch: Batch, keep: int, examples: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Vocabulary logits of the last `keep` positions of `batch`, with the soft prompt in
+        place (at the start of each row, or between its prompt and its target)."""
+        if self.config.soft_prompt_position == "end":
+            return self._logits_prompt_at_end(batch, keep, examples)
         device = self.loaded.device
         input_ids = batch.input_ids.to(device)
         attention_mask = batch.attention_mask.to(device)
@@ -351,10 +381,96 @@ class PromptTrainer:
         if self._position_ids:
             # Left padding must not shift the positions: count real tokens only, as an
             # unpadded sequence [soft prompt, prompt, target] would be numbered.
-            kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            kwargs["position_ids"] = _positions(mask)
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = keep
         output = self._base(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
+        logits: torch.Tensor = output.logits[:, -keep:, :]
+        return logits
+
+    def _logits_prompt_at_end(
+        self, batch: Batch, keep: int, examples: Sequence[int] | None
+    ) -> torch.Tensor:
+        """`logits` for rows laid out `[prompt][soft prompt][target]`, in two passes.
+
+        Nothing in a row's prompt depends on the soft prompt that follows it, so the prompts go
+        through the model once without gradients, and their keys and values (a KV cache) are
+        all the second pass needs: it runs, with gradients, only the soft prompt and the target
+        tokens. A step therefore reads a row's prompt once instead of three times (forward and
+        backward), which is what makes this layout cheaper to train. Both passes are
+        left-padded, `[padding][prompt]` then `[padding][soft prompt][target]`, with positions
+        counted over real tokens, so every row is numbered as its unpadded sequence would be.
+        With `examples` (training batches), each prompt's keys and values are kept after its
+        first pass (`_PromptCache`), so from the second epoch on the first pass is skipped.
+        """
+        device = self.loaded.device
+        ids = batch.input_ids.to(device)
+        real = batch.attention_mask.to(device).bool()
+        size = ids.shape[0]
+        virtual = self.config.num_virtual_tokens
+        prompt_width = max(batch.prompt_lengths)
+        target_width = batch.target_width
+        prompt_ids = torch.full((size, prompt_width), self._pad_id, dtype=ids.dtype, device=device)
+        prompt_mask = torch.zeros((size, prompt_width), dtype=torch.long, device=device)
+        target_ids = torch.full((size, target_width), self._pad_id, dtype=ids.dtype, device=device)
+        tail_mask = torch.zeros((size, virtual + target_width), dtype=torch.long, device=device)
+        target_lengths: list[int] = []
+        for row, prompt_length in enumerate(batch.prompt_lengths):
+            tokens = ids[row][real[row]]
+            target = tokens[prompt_length:]
+            target_lengths.append(len(target))
+            if prompt_length:
+                prompt_ids[row, prompt_width - prompt_length :] = tokens[:prompt_length]
+                prompt_mask[row, prompt_width - prompt_length :] = 1
+            if len(target):
+                target_ids[row, target_width - len(target) :] = target
+            tail_mask[row, target_width - len(target) :] = 1
+        # Second pass, per row: [padding][soft prompt][target], the target at the right edge.
+        soft = self.peft_model.get_prompt(batch_size=size)
+        target_embeds = self._embed(target_ids)
+        tail_embeds = torch.stack(
+            [
+                torch.cat(
+                    (
+                        target_embeds[row, : target_width - length],  # padding, masked out
+                        soft[row].to(target_embeds.dtype),
+                        target_embeds[row, target_width - length :],
+                    )
+                )
+                for row, length in enumerate(target_lengths)
+            ]
+        )
+        mask = torch.cat((prompt_mask, tail_mask), dim=1)
+        positions = _positions(mask)
+        kwargs: dict[str, Any] = {"use_cache": True}
+        if prompt_width:
+            kept = self._prompt_cache if examples is not None else None
+            cache = None if kept is None or examples is None else kept.batch(examples, prompt_width)
+            if cache is None:
+                with torch.no_grad():
+                    first = self._base(
+                        input_ids=prompt_ids,
+                        attention_mask=prompt_mask,
+                        position_ids=positions[:, :prompt_width],
+                        use_cache=True,
+                        **({"logits_to_keep": 1} if self._logits_to_keep else {}),
+                    )
+                cache = getattr(first, self._cache_keyword)  # the output names it alike
+                if (
+                    kept is not None
+                    and examples is not None
+                    and not kept.keep(examples, batch.prompt_lengths, cache)
+                ):
+                    self._prompt_cache = None  # this model's cache cannot be cut per row
+            kwargs[self._cache_keyword] = cache
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = keep
+        output = self._base(
+            inputs_embeds=tail_embeds,
+            attention_mask=mask,
+            position_ids=positions[:, prompt_width:],
+            **kwargs,
+        )
         logits: torch.Tensor = output.logits[:, -keep:, :]
         return logits
 
@@ -368,6 +484,7 @@ class PromptTrainer:
         """Write the kept soft prompt (the best epoch's, with validation) as a PEFT adapter."""
         self.restore_best()
         self.peft_model.save_pretrained(str(directory), safe_serialization=True)
+        mark_position(directory, self.config.soft_prompt_position)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed trainer needs to go on exactly as this one would (a checkpoint).
@@ -476,6 +593,92 @@ class PromptTrainer:
             epoch=epoch, groups=[batches[k : k + steps] for k in range(0, len(batches), steps)]
         )
         return self._plan
+
+
+class _PromptCache:
+    """The keys and values of each training prompt, kept after its first pass.
+
+    With the soft prompt at the end, a prompt's keys and values never change (the base model is
+    frozen and nothing before them is trained), so every epoch after the first reuses them.
+    They are kept only while the whole training set's fit in `_PROMPT_CACHE_BYTES`, and only
+    for models whose cache is a plain list of per-layer key and value tensors (a
+    `DynamicCache`); otherwise each step runs its prompts again, which gives the same logits.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    @classmethod
+    def for_examples(
+        cls, loaded: LoadedModel, examples: Sequence[EncodedExample]
+    ) -> _PromptCache | None:
+        """A cache for these prompts, or None when they would not fit the memory budget."""
+        config = loaded.model.config
+        layers = getattr(config, "num_hidden_layers", None)
+        heads = getattr(config, "num_attention_heads", None)
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        hidden = getattr(config, "hidden_size", None)
+        head_dim = getattr(config, "head_dim", None)
+        if head_dim is None and isinstance(hidden, int) and isinstance(heads, int):
+            head_dim = hidden // heads
+        if not (
+            isinstance(layers, int) and isinstance(kv_heads, int) and isinstance(head_dim, int)
+        ):
+            return None
+        tokens = sum(len(example.prompt_ids) for example in examples)
+        per_token = layers * 2 * kv_heads * head_dim * 4  # float32: the widest it is kept in
+        return cls() if tokens * per_token <= _PROMPT_CACHE_BYTES else None
+
+    def batch(self, rows: Sequence[int], width: int) -> Any | None:
+        """A left-padded cache of these examples' prompts, `width` columns wide; None when one
+        of them has not been through the model yet."""
+        from transformers import DynamicCache
+
+        kept = [self._rows.get(row) for row in rows]
+        if not kept or any(own is None for own in kept):
+            return None
+        layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer in range(len(kept[0] or ())):
+            keys, values = [], []
+            for own in kept:
+                assert own is not None
+                key, value = own[layer]
+                pad = width - key.shape[1]
+                keys.append(F.pad(key, (0, 0, pad, 0)))
+                values.append(F.pad(value, (0, 0, pad, 0)))
+            layers.append((torch.stack(keys), torch.stack(values)))
+        return DynamicCache(ddp_cache_data=layers)
+
+    def keep(self, rows: Sequence[int], lengths: Sequence[int], cache: Any) -> bool:
+        """Keep each row's part of a just-computed, left-padded prompt cache; False (nothing
+        kept) when the cache is not a plain `DynamicCache`."""
+        from transformers import DynamicCache
+
+        layers = getattr(cache, "layers", None)
+        if (
+            type(cache) is not DynamicCache
+            or layers is None
+            or any(type(layer).__name__ != "DynamicLayer" for layer in layers)
+        ):
+            return False
+        for position, (row, length) in enumerate(zip(rows, lengths, strict=True)):
+            self._rows[row] = [
+                (
+                    layer.keys[position, :, layer.keys.shape[2] - length :].detach().clone(),
+                    layer.values[position, :, layer.values.shape[2] - length :].detach().clone(),
+                )
+                for layer in layers
+            ]
+        return True
+
+
+#: Most memory the training prompts' keys and values may take (see `_PromptCache`).
+_PROMPT_CACHE_BYTES = 2 * 1024**3
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count a row's real tokens only (padding shifts nothing)."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
 def _schedule(total: int, warmup_share: float) -> Callable[[int], float]:

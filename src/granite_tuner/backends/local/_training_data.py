@@ -129,13 +129,16 @@ class Batch:
     """A left-padded batch, as long as its longest example.
 
     `labels` is -100 on padding and prompt tokens, so the loss covers the targets only; every
-    target ends at the right edge and lies in the last `target_width` columns.
+    target ends at the right edge and lies in the last `target_width` columns. `prompt_lengths`
+    says where each row's prompt ends and its target starts (a soft prompt placed at the end
+    goes there).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
     target_width: int
+    prompt_lengths: tuple[int, ...]
 
     @property
     def num_target_tokens(self) -> int:
@@ -159,4 +162,5 @@ def collate(examples: Sequence[EncodedExample], pad_token_id: int) -> Batch:
         attention_mask=torch.tensor(mask, dtype=torch.long),
         labels=torch.tensor(labels, dtype=torch.long),
         target_width=target_width,
+        prompt_lengths=tuple(len(example.prompt_ids) for example in examples),
     )

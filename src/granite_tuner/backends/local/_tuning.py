@@ -27,6 +27,7 @@ from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo, new_request_tag
 from granite_tuner.backends.local import _checkpoints
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST, RunLock
+from granite_tuner.backends.local._decode_types import SoftPromptPosition
 from granite_tuner.backends.local._launching import ProcessOptions, run_in_processes
 from granite_tuner.backends.local._models import ModelCache
 from granite_tuner.backends.local._resuming import (
@@ -122,6 +123,7 @@ class TrainingRunner:
         torch_limiter: anyio.CapacityLimiter,
         seed: int,
         precision: Literal["float32", "bfloat16"],
+        soft_prompt_position: SoftPromptPosition = "start",
         checkpoint_every_steps: int | None = None,
         keep_checkpoints: int = DEFAULT_KEEP_LAST,
         processes: ProcessOptions | None = None,
@@ -140,6 +142,8 @@ class TrainingRunner:
         self.store = store
         self.seed = seed
         self.precision = precision
+        #: Where new runs put the soft prompt (a resumed run keeps its own).
+        self.soft_prompt_position: SoftPromptPosition = soft_prompt_position
         self._torch_limiter = torch_limiter
         #: Runs that train at once; the others wait `queued`.
         self._training_slots = anyio.CapacityLimiter(1)
@@ -262,6 +266,7 @@ class TrainingRunner:
                 DEFAULT_EARLY_STOPPING_PATIENCE if patience is None else patience or None
             ),
             validation_split=split,
+            soft_prompt_position=self.soft_prompt_position,
         )
 
     async def get_tuning_run(self, run_id: str) -> TuningRun:

@@ -23,6 +23,7 @@ from granite_tuner._exceptions import innermost
 from granite_tuner.backends.base import check_id
 from granite_tuner.backends.local._adapter import ADAPTER_WEIGHTS
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST
+from granite_tuner.backends.local._decode_types import SoftPromptPosition
 from granite_tuner.backends.local._launching import DEFAULT_COLLECTIVE_TIMEOUT, ProcessOptions
 from granite_tuner.backends.local._models import (
     DEFAULT_MODEL,
@@ -74,6 +75,12 @@ class LocalClient:
             hardware, float32 on other CPUs), `"float32"`, or `"bfloat16"` (an
             `UnsupportedFeatureError` on a CPU without hardware bf16). The soft prompt and the
             optimizer always keep float32.
+        soft_prompt_position: where runs put the soft prompt: `"start"` (the default: PEFT's
+            layout, `[soft prompt][input][output]`; the adapter loads in `peft` as trained) or
+            `"end"` (`[input][soft prompt][output]`). At the end nothing in the input depends
+            on the soft prompt, so each step reads the input once, without gradients, and a
+            step costs about half (docs/benchmarks.md); such an adapter is served as trained
+            here, but `peft` would put it at the start.
         checkpoint_every_steps: also write a checkpoint every this many optimizer steps (a
             checkpoint is always written at the end of each epoch); None: at epoch ends only.
         keep_checkpoints: how many of the newest checkpoints a run keeps, besides the best
@@ -102,6 +109,7 @@ class LocalClient:
         device: str | None = None,
         seed: int = 0,
         precision: Precision = "auto",
+        soft_prompt_position: SoftPromptPosition = "start",
         checkpoint_every_steps: int | None = None,
         keep_checkpoints: int = DEFAULT_KEEP_LAST,
         processes: int = 1,
@@ -109,6 +117,11 @@ class LocalClient:
     ) -> None:
         _check_checkpointing(checkpoint_every_steps, keep_checkpoints)
         _check_processes(processes, collective_timeout)
+        if soft_prompt_position not in ("start", "end"):
+            raise ConfigurationError(
+                f"soft_prompt_position={soft_prompt_position!r}: give 'start' (before the "
+                "input, as PEFT places it) or 'end' (after the input, before the output)."
+            )
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(
                 f"model={model!r}: give a model name, a Hugging Face id or a folder path."
@@ -131,6 +144,7 @@ class LocalClient:
             torch_limiter=torch_limiter,
             seed=seed,
             precision=self.precision,
+            soft_prompt_position=soft_prompt_position,
             checkpoint_every_steps=checkpoint_every_steps,
             keep_checkpoints=keep_checkpoints,
             processes=None
