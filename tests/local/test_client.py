@@ -257,7 +257,7 @@ async def test_a_client_can_train_and_serve_the_soft_prompt_at_the_end(
     tiny_model_dir: Path, home: Path
 ) -> None:
     """The run records the position, the adapter says it, and a deployment of the run answers
-    as the trainer's own forward pass with the soft prompt after the prompt does."""
+    as one plain forward pass over `[prompt][soft prompt]` does."""
     import json
 
     import torch
