@@ -14,7 +14,8 @@ The shipped test set is never read here: settings chosen on it would fit it, not
         --setting "demo:max_input_tokens=32,num_virtual_tokens=8,num_epochs=6"
 
 A setting is `name:key=value,...` over `PromptTuningParameters` fields plus `warmup_share`,
-`early_stopping_patience` and `precision`; fields left out take the package's defaults.
+`early_stopping_patience`, `precision` and `soft_prompt_position`; fields left out take the
+package's defaults.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ from granite_tuner.backends.local._models import (
     resolve_device,
 )
 from granite_tuner.backends.local._precision import autocast, resolve_precision
-from granite_tuner.backends.local._training import PromptTrainer, TrainingConfig, make_validator
+from granite_tuner.backends.local._training import (
+    DEFAULT_SOFT_PROMPT_POSITION,
+    PromptTrainer,
+    TrainingConfig,
+    make_validator,
+)
 from granite_tuner.data import Example, load_examples
 from granite_tuner.datasets import train_path
 from granite_tuner.parameters import PromptTuningParameters
@@ -43,7 +49,7 @@ from granite_tuner.splitting import stratified_split
 
 #: Put in front of every held-out input for the shifted score (not the test set's wording).
 SHIFT_PREFIX = "Read this dog-grooming review and say if the owner was happy (1) or not (0).\n"
-_TRAINER_ONLY = {"warmup_share", "early_stopping_patience", "precision"}
+_TRAINER_ONLY = {"warmup_share", "early_stopping_patience", "precision", "soft_prompt_position"}
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
@@ -76,6 +82,7 @@ def run_one(
         seed=seed,
         precision=precision,
         early_stopping_patience=values.get("early_stopping_patience"),
+        soft_prompt_position=values.get("soft_prompt_position", DEFAULT_SOFT_PROMPT_POSITION),
     )
     config = replace(config, warmup_share=float(values.get("warmup_share", 0.0)))
     trainer = PromptTrainer(loaded, training, config, validation=held)
@@ -107,6 +114,7 @@ def run_one(
         "seed": seed,
         "threads": torch.get_num_threads(),
         "precision": precision,
+        "soft_prompt_position": config.soft_prompt_position,
         "best_epoch": best,
         "epochs_run": len(epochs),
         "kept_val_acc": kept["val_acc"],

@@ -18,7 +18,6 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Literal
 
 import anyio
 from rich.console import Console
@@ -41,10 +40,10 @@ from granite_tuner.splitting import stratified_split
 
 # Chosen to finish within 4 minutes on 2 CPU cores: training time is proportional to the tokens
 # the model reads, so each input keeps only its last 32 tokens (where a review's verdict is)
-# and the soft prompt has 8 virtual tokens. It goes at the end of the input (`SOFT_PROMPT_AT`,
-# not the default): nothing in the input then depends on it, so after the first epoch a step
-# runs only the soft prompt and the answer through the model and costs about half, which buys
-# 8 epochs in the time 4 took at the start, and this small model is still learning at epoch 4.
+# and the soft prompt has 8 virtual tokens. It goes at the end of the input (LocalClient's
+# default): nothing in the input then depends on it, so after the first epoch a step runs only
+# the soft prompt and the answer through the model and costs about half, which buys 8 epochs
+# in the time 4 took at the start, and this small model is still learning at epoch 4.
 # Figures (seeds 0-2, both positions): docs/benchmarks.md, "The main job".
 PARAMETERS = PromptTuningParameters(
     task_id="classification",
@@ -59,7 +58,6 @@ PARAMETERS = PromptTuningParameters(
     verbalizer="{{input}}",
     num_virtual_tokens=8,
 )
-SOFT_PROMPT_AT: Literal["end"] = "end"
 VALIDATION_SPLIT = 0.2  # the local backend's default, written out
 GENERATION = {"decoding_method": "greedy", "max_new_tokens": 2}
 
@@ -69,7 +67,7 @@ console = Console()
 async def main(out: Path, seed: int = 0) -> float:
     """The whole workflow; returns the tuned model's gain over the base model, in points."""
     started = time.perf_counter()
-    async with LocalClient(seed=seed, soft_prompt_position=SOFT_PROMPT_AT) as client:
+    async with LocalClient(seed=seed) as client:
         base_model = client.model_name
         console.print(f"[bold]Prompt tuning {base_model}[/] on {train_path().name}, offline")
         with Progress(

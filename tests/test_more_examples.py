@@ -277,13 +277,8 @@ async def test_web_service_script_streams_progress_live(
 def test_the_cli_demo_tunes_with_the_local_example_s_settings() -> None:
     """`granite-tuner demo` and examples/local_workflow.py are one demo: their settings (which
     the measured time and accuracy depend on) are written twice, so they must agree."""
-    from granite_tuner.cli._demo import (
-        DEMO_EVALUATION,
-        DEMO_PARAMETERS,
-        DEMO_SOFT_PROMPT_POSITION,
-    )
+    from granite_tuner.cli._demo import DEMO_EVALUATION, DEMO_PARAMETERS
 
     local_workflow = load_example("local_workflow")
     assert local_workflow.PARAMETERS == DEMO_PARAMETERS
-    assert local_workflow.SOFT_PROMPT_AT == DEMO_SOFT_PROMPT_POSITION
     assert local_workflow.GENERATION["max_new_tokens"] == DEMO_EVALUATION.max_new_tokens

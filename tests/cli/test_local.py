@@ -98,6 +98,37 @@ def test_tune_status_deploy_evaluate_compare_cleanup(
     assert cli("status", run_id, *local).code == 2
 
 
+@pytest.mark.parametrize(
+    ("option", "recorded"), [((), "end"), (("--soft-prompt-position", "start"), "start")]
+)
+def test_tune_puts_the_soft_prompt_where_asked(
+    cli: RunCli,
+    tiny_model_dir: Path,
+    tiny_data: Path,
+    local: list[str],
+    tmp_path: Path,
+    option: tuple[str, ...],
+    recorded: str,
+) -> None:
+    tuned = cli(
+        "tune", str(tiny_data), "--model", str(tiny_model_dir), "--epochs", "1", "--json",
+        *option, *local,
+    )  # fmt: skip
+    assert tuned.code == 0, tuned.err
+    run_id = tuned.json()["run"]["run_id"]
+    record = json.loads((tmp_path / "home" / "runs" / run_id / "run.json").read_text())
+    assert record["parameters"]["soft_prompt_position"] == recorded
+
+
+def test_soft_prompt_position_needs_the_local_backend(cli: RunCli, tiny_data: Path) -> None:
+    outcome = cli(
+        "tune", str(tiny_data), "--soft-prompt-position", "start", "--base-model", "ibm/granite"
+    )
+    assert outcome.code == 2
+    assert "--soft-prompt-position" in outcome.err
+    assert "--local" in outcome.err
+
+
 def test_local_deployments_cannot_be_cleaned_up_across_processes(
     cli: RunCli, local: list[str]
 ) -> None:

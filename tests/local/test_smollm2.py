@@ -10,6 +10,7 @@ import torch
 
 from granite_tuner import Tuner
 from granite_tuner.backends.local import DEFAULT_MODEL, LocalClient
+from granite_tuner.backends.local._training import DEFAULT_NUM_VIRTUAL_TOKENS
 from tests.tiny_model import review_examples
 
 pytestmark = [
@@ -26,7 +27,8 @@ async def test_prompt_tuning_smollm2_end_to_end(smollm2_home: Path) -> None:
     examples = [
         {"input": f"Review: {e.input} Satisfied?", "output": e.output} for e in review_examples(60)
     ]
-    async with LocalClient(home=smollm2_home) as client:
+    # PEFT's own layout, so that PEFT loads the adapter as it was trained.
+    async with LocalClient(home=smollm2_home, soft_prompt_position="start") as client:
         result = await Tuner(
             client,
             base_model=DEFAULT_MODEL,
@@ -54,5 +56,5 @@ async def test_prompt_tuning_smollm2_end_to_end(smollm2_home: Path) -> None:
     tuned = PeftModel.from_pretrained(loaded.model, str(adapter))
     saved = load_file(str(adapter / "adapter_model.safetensors"))
     [weights] = saved.values()
-    assert weights.shape == (20, loaded.model.config.hidden_size)
+    assert weights.shape == (DEFAULT_NUM_VIRTUAL_TOKENS, loaded.model.config.hidden_size)
     assert torch.equal(tuned.get_prompt(batch_size=1)[0], weights.to(loaded.dtype))

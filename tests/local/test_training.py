@@ -39,8 +39,11 @@ def ids(loaded: LoadedModel, text: str) -> list[int]:
 def test_unset_parameters_take_local_defaults() -> None:
     config = TrainingConfig.from_parameters(PromptTuningParameters(), seed=7)
     assert config.learning_rate == 0.03
-    assert config.num_virtual_tokens == 20
-    assert config.batch_size == 8
+    assert config.num_virtual_tokens == 8
+    assert config.batch_size == 4
+    assert config.num_epochs == 8
+    assert config.max_input_tokens == 256
+    assert config.soft_prompt_position == "end"
     assert config.accumulate_steps == 1
     assert config.verbalizer == "{{input}}"
     assert config.init_method == "text"

@@ -178,7 +178,11 @@ def _assert_same_run(resumed: Finished, reference: Finished) -> None:
     assert torch.allclose(resumed.current, reference.current, atol=1e-5, rtol=0)
     assert resumed.kept.dtype == torch.float32
     assert resumed.result.best_epoch == reference.result.best_epoch
-    assert resumed.result.validation == reference.result.validation
+    # With the soft prompt at the end (the default), a resumed process computes the inputs'
+    # kept keys and values afresh, in other batches: the same figures up to float rounding.
+    for point, wanted in zip(resumed.result.validation, reference.result.validation, strict=True):
+        assert point.loss == pytest.approx(wanted.loss, abs=1e-5)
+        assert point.model_copy(update={"loss": wanted.loss}) == wanted
     assert run_folder_problems(resumed.folder) == []
 
 

@@ -2,7 +2,8 @@
 
 - `--local` (with `--home`) picks the offline backend: `LocalClient`, imported only then (it
   imports torch). The model is the command's own `--model` / `--base-model` / `--base`;
-  `--nproc N` (tune, resume) trains in N processes (see docs/scaling.md).
+  `--nproc N` (tune, resume) trains in N processes (see docs/scaling.md), and
+  `--soft-prompt-position` (tune) says where a new run puts its soft prompt.
 - Otherwise watsonx.ai. Settings come from the options first (`--url`, `--project-id`,
   `--space-id`, `--iam-url`, `--ca-bundle`), then the environment (`WATSONX_URL`,
   `WATSONX_PROJECT_ID`, `WATSONX_SPACE_ID`, `WATSONX_IAM_URL`, `WATSONX_CA_BUNDLE`), read by
@@ -55,6 +56,8 @@ class BackendOptions:
     rate_limit: float | None = None
     #: Local runs train in this many processes (`--nproc`; None: one, this one).
     processes: int | None = None
+    #: Where new local runs put the soft prompt (`--soft-prompt-position`; None: the default).
+    soft_prompt_position: Literal["start", "end"] | None = None
     #: An API key typed at the prompt (never from an option); kept out of reprs.
     api_key: str | None = None
 
@@ -74,6 +77,7 @@ class BackendOptions:
             max_attempts=getattr(args, "max_attempts", None),
             rate_limit=getattr(args, "rate_limit", None),
             processes=getattr(args, "nproc", None),
+            soft_prompt_position=getattr(args, "soft_prompt_position", None),
         )
 
     @property
@@ -91,6 +95,11 @@ def resolve_credentials(options: BackendOptions) -> BackendOptions:
     if options.processes is not None:
         raise ConfigurationError(
             "--nproc trains a local run in several processes: use it with --local."
+        )
+    if options.soft_prompt_position is not None:
+        raise ConfigurationError(
+            "--soft-prompt-position places a local run's soft prompt: use it with --local "
+            "(watsonx.ai places it itself)."
         )
     if options.project_id and options.space_id:
         raise ConfigurationError("Give --project-id or --space-id, not both.")
@@ -144,21 +153,17 @@ def watsonx_client(options: BackendOptions) -> WatsonxClient:
 
 @asynccontextmanager
 async def open_client(
-    options: BackendOptions,
-    *,
-    model: str | None = None,
-    soft_prompt_position: Literal["start", "end"] | None = None,
+    options: BackendOptions, *, model: str | None = None
 ) -> AsyncIterator[AnyClient]:
-    """An open client of the chosen backend; `model` is the local backend's model, and
-    `soft_prompt_position` where its runs put the soft prompt (None: its default)."""
+    """An open client of the chosen backend; `model` is the local backend's model."""
     if options.local:
         from granite_tuner.backends.local import LocalClient
 
         settings: dict[str, Any] = {"home": options.home}
         if options.processes is not None:
             settings["processes"] = options.processes
-        if soft_prompt_position is not None:
-            settings["soft_prompt_position"] = soft_prompt_position
+        if options.soft_prompt_position is not None:
+            settings["soft_prompt_position"] = options.soft_prompt_position
         local = LocalClient(model, **settings) if model else LocalClient(**settings)
         async with local as client:
             yield client

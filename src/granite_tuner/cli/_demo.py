@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
@@ -33,11 +33,10 @@ from granite_tuner.tuner import Tuner
 if TYPE_CHECKING:
     from granite_tuner.cli._options import SubParsers
 
-__all__ = ["DEMO_PARAMETERS", "DEMO_SOFT_PROMPT_POSITION", "register"]
+__all__ = ["DEMO_PARAMETERS", "register"]
 
 #: The settings of examples/local_workflow.py (see there for why): each input keeps its last 32
-#: tokens (where a review's verdict is), and the soft prompt has 8 virtual tokens and goes at the
-#: end of the input (`DEMO_SOFT_PROMPT_POSITION`).
+#: tokens (where a review's verdict is), and the soft prompt has 8 virtual tokens.
 DEMO_PARAMETERS = PromptTuningParameters(
     task_id="classification",
     num_epochs=8,
@@ -51,7 +50,6 @@ DEMO_PARAMETERS = PromptTuningParameters(
     verbalizer="{{input}}",
     num_virtual_tokens=8,
 )
-DEMO_SOFT_PROMPT_POSITION: Literal["end"] = "end"
 DEMO_EVALUATION = EvaluationSettings(concurrency=16, max_new_tokens=2)
 DEMO_RUN_NAME = "grooming-reviews-demo"
 DESCRIPTION = """The whole workflow offline, as examples/local_workflow.py runs it: prompt-tune the
@@ -119,9 +117,7 @@ async def run_demo(ctx: Context, args: argparse.Namespace) -> ExitCode:
     )
     test_set = await aload_examples(test_path(), purpose="evaluation")
     started = time.perf_counter()
-    async with open_client(
-        ctx.backend, model=args.model, soft_prompt_position=DEMO_SOFT_PROMPT_POSITION
-    ) as client:
+    async with open_client(ctx.backend, model=args.model) as client:
         base_model = client.default_base_model
         ctx.ui.info(f"Prompt tuning {base_model} on {train_path().name}, offline.")
         tuner = Tuner(

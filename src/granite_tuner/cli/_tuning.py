@@ -166,6 +166,12 @@ def register(subparsers: SubParsers, common: list[argparse.ArgumentParser]) -> N
         help="the validation figure that picks the kept epoch",
     )
     add_nproc_option(tune)
+    tune.add_argument(
+        "--soft-prompt-position",
+        choices=("end", "start"),
+        help="--local: where the soft prompt goes: after the input (end, the default) or "
+        "before it (start: PEFT's layout, for an adapter to load in peft itself)",
+    )
     _add_wait_options(tune)
     tune.add_argument(
         "--wait",

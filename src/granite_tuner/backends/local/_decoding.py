@@ -37,8 +37,8 @@ soft prompt, always, and often an instruction every test prompt begins with), th
 once, for one row per soft prompt (one left-padded pass for all soft prompts), and its keys and
 values are copied to the rows through a prefilled KV cache; the one `generate` call then runs
 only what differs. On a CPU, where a batch's cost is mostly the prompt tokens it reads, this is
-worth 10-20 % for the shipped test prompts, and more for tuned deployments (20 virtual tokens by
-default). A row's layout becomes `[padding][soft prompt][shared tokens][padding][own tokens]`,
+worth 10-20 % for the shipped test prompts, and more for tuned deployments whose soft prompt is
+at the start. A row's layout becomes `[padding][soft prompt][shared tokens][padding][own tokens]`,
 with the same positions as before; rows that share nothing (the plain base model's, or a soft
 prompt's only row) have all of their sequence in the second part.
 

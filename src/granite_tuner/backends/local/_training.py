@@ -81,11 +81,15 @@ logger = get_logger("granite_tuner.local")
 _T = TypeVar("_T")
 
 # Defaults (chosen with benchmarks/tuning_defaults.py; see docs/benchmarks.md).
-DEFAULT_NUM_EPOCHS = 5
+DEFAULT_NUM_EPOCHS = 8
+DEFAULT_BATCH_SIZE = 4
 DEFAULT_MAX_INPUT_TOKENS = 256
-DEFAULT_NUM_VIRTUAL_TOKENS = 20
+DEFAULT_NUM_VIRTUAL_TOKENS = 8
 DEFAULT_EARLY_STOPPING_PATIENCE: int | None = None
 DEFAULT_VALIDATION_SPLIT = 0.2
+#: Where new runs put the soft prompt: after the input, where a step reads the input once
+#: without gradients (`TrainingConfig.soft_prompt_position` says why its own default differs).
+DEFAULT_SOFT_PROMPT_POSITION: SoftPromptPosition = "end"
 
 #: Text that starts the soft prompt when `init_method` is left unset (text init works much
 #: better than random init on small models at the default learning rate).
@@ -110,7 +114,7 @@ class TrainingConfig:
 
     num_epochs: int = DEFAULT_NUM_EPOCHS
     learning_rate: float = 0.03
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
     accumulate_steps: int = 1
     max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
     max_output_tokens: int = 128
@@ -145,7 +149,7 @@ class TrainingConfig:
         selection_metric: SelectionMetric | None = None,
         early_stopping_patience: int | None = DEFAULT_EARLY_STOPPING_PATIENCE,
         validation_split: float = DEFAULT_VALIDATION_SPLIT,
-        soft_prompt_position: SoftPromptPosition = "start",
+        soft_prompt_position: SoftPromptPosition = DEFAULT_SOFT_PROMPT_POSITION,
     ) -> TrainingConfig:
         """The settings for `parameters`: fields left `None` take the local defaults.
 

@@ -38,6 +38,7 @@ from granite_tuner.backends.local._resuming import (
 from granite_tuner.backends.local._store import Owner, RunRecord, RunStore, new_run_id
 from granite_tuner.backends.local._training import (
     DEFAULT_EARLY_STOPPING_PATIENCE,
+    DEFAULT_SOFT_PROMPT_POSITION,
     DEFAULT_VALIDATION_SPLIT,
     PromptTrainer,
     StepResult,
@@ -123,7 +124,7 @@ class TrainingRunner:
         torch_limiter: anyio.CapacityLimiter,
         seed: int,
         precision: Literal["float32", "bfloat16"],
-        soft_prompt_position: SoftPromptPosition = "start",
+        soft_prompt_position: SoftPromptPosition = DEFAULT_SOFT_PROMPT_POSITION,
         checkpoint_every_steps: int | None = None,
         keep_checkpoints: int = DEFAULT_KEEP_LAST,
         processes: ProcessOptions | None = None,

@@ -35,6 +35,7 @@ from granite_tuner.backends.local._precision import Precision, resolve_precision
 from granite_tuner.backends.local._serving import ModelServer, ServingStats, StreamEvent
 from granite_tuner.backends.local._store import RunStore
 from granite_tuner.backends.local._threads import fit_torch_threads
+from granite_tuner.backends.local._training import DEFAULT_SOFT_PROMPT_POSITION
 from granite_tuner.backends.local._tuning import TrainingRunner
 from granite_tuner.errors import ConfigurationError, InvalidParametersError
 
@@ -75,12 +76,13 @@ class LocalClient:
             hardware, float32 on other CPUs), `"float32"`, or `"bfloat16"` (an
             `UnsupportedFeatureError` on a CPU without hardware bf16). The soft prompt and the
             optimizer always keep float32.
-        soft_prompt_position: where runs put the soft prompt: `"start"` (the default: PEFT's
-            layout, `[soft prompt][input][output]`; the adapter loads in `peft` as trained) or
-            `"end"` (`[input][soft prompt][output]`). At the end nothing in the input depends
-            on the soft prompt, so each step reads the input once, without gradients, and a
-            step costs about half (docs/benchmarks.md); such an adapter is served as trained
-            here, but `peft` would put it at the start.
+        soft_prompt_position: where runs put the soft prompt: `"end"` (the default,
+            `[input][soft prompt][output]`) or `"start"` (PEFT's layout, `[soft prompt][input]
+            [output]`). At the end nothing in the input depends on the soft prompt, so a step
+            reads the input once, without gradients, a step costs about half, and the tuned
+            prompt carries over to inputs that begin differently from the training inputs
+            (docs/benchmarks.md). Such an adapter is served as trained here, but `peft` would
+            put it at the start: choose `"start"` for an adapter to use in `peft` itself.
         checkpoint_every_steps: also write a checkpoint every this many optimizer steps (a
             checkpoint is always written at the end of each epoch); None: at epoch ends only.
         keep_checkpoints: how many of the newest checkpoints a run keeps, besides the best
@@ -109,7 +111,7 @@ class LocalClient:
         device: str | None = None,
         seed: int = 0,
         precision: Precision = "auto",
-        soft_prompt_position: SoftPromptPosition = "start",
+        soft_prompt_position: SoftPromptPosition = DEFAULT_SOFT_PROMPT_POSITION,
         checkpoint_every_steps: int | None = None,
         keep_checkpoints: int = DEFAULT_KEEP_LAST,
         processes: int = 1,
