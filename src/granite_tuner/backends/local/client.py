@@ -80,8 +80,8 @@ class LocalClient:
             `[input][soft prompt][output]`) or `"start"` (PEFT's layout, `[soft prompt][input]
             [output]`). At the end nothing in the input depends on the soft prompt, so a step
             reads the input once, without gradients, a step costs about half, and the tuned
-            prompt carries over to inputs that begin differently from the training inputs
-            (docs/benchmarks.md). Such an adapter is served as trained here, but `peft` would
+            prompt carried over better to inputs that begin differently from the training
+            inputs (docs/benchmarks.md). Such an adapter is served as trained here, but `peft` would
             put it at the start: choose `"start"` for an adapter to use in `peft` itself.
         checkpoint_every_steps: also write a checkpoint every this many optimizer steps (a
             checkpoint is always written at the end of each epoch); None: at epoch ends only.
