@@ -99,7 +99,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--steps-only", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs-start", type=int, default=DEMO_PARAMETERS.num_epochs or 4)
+    parser.add_argument(
+        "--epochs-start", type=int, default=4
+    )  # the demo before it moved to the end
     parser.add_argument("--epochs-end", type=int, default=8)
     arguments = parser.parse_args()
     device, dtype = resolve_device(None)
