@@ -8,7 +8,7 @@ settings for a few steps, then interleaves --rounds rounds of (one optimizer ste
 checkpoint write) and prints the median and range of each, the checkpoint's size on disk, and
 the ratio write / step — what a checkpoint costs in units of training. Plain-text output.
 
-    .venv/bin/python benchmarks/checkpoint_write.py [--rounds 15] [--examples 48]
+    PYTHONPATH=src:. .venv/bin/python benchmarks/checkpoint_write.py [--rounds 15] [--examples 48]
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
+    "SOFT_PROMPT_POSITIONS",
     "DecodeRow",
     "DecodeSettings",
     "Decoded",
@@ -32,6 +33,8 @@ LocalStopReason = Literal["max_tokens", "eos_token", "stop_sequence", "time_limi
 #: Where a soft prompt goes: "start", `[soft prompt][input][output]` (PEFT's layout), or "end",
 #: `[input][soft prompt][output]`.
 SoftPromptPosition = Literal["start", "end"]
+#: The positions that can be trained and served, for checking a value read at run time.
+SOFT_PROMPT_POSITIONS: tuple[SoftPromptPosition, ...] = ("start", "end")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from granite_tuner.backends.local._checkpoints import (
     checkpoint_soft_prompt,
     parse_checkpoint_model_id,
 )
+from granite_tuner.backends.local._decode_types import SOFT_PROMPT_POSITIONS
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.errors import (
     ConfigurationError,
@@ -385,7 +386,7 @@ class ModelServer:
         max_input_tokens = run.parameters.get("max_input_tokens")
         # Runs recorded before the setting existed put the soft prompt at the start.
         position = run.parameters.get("soft_prompt_position", "start")
-        if position not in ("start", "end"):
+        if position not in SOFT_PROMPT_POSITIONS:
             raise _DeployProblem(
                 f"tuning run {run_id} records soft_prompt_position={position!r}; "
                 "only 'start' and 'end' can be served"

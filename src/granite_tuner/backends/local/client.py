@@ -23,7 +23,7 @@ from granite_tuner._exceptions import innermost
 from granite_tuner.backends.base import check_id
 from granite_tuner.backends.local._adapter import ADAPTER_WEIGHTS
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST
-from granite_tuner.backends.local._decode_types import SoftPromptPosition
+from granite_tuner.backends.local._decode_types import SOFT_PROMPT_POSITIONS, SoftPromptPosition
 from granite_tuner.backends.local._launching import DEFAULT_COLLECTIVE_TIMEOUT, ProcessOptions
 from granite_tuner.backends.local._models import (
     DEFAULT_MODEL,
@@ -119,7 +119,7 @@ class LocalClient:
     ) -> None:
         _check_checkpointing(checkpoint_every_steps, keep_checkpoints)
         _check_processes(processes, collective_timeout)
-        if soft_prompt_position not in ("start", "end"):
+        if soft_prompt_position not in SOFT_PROMPT_POSITIONS:
             raise ConfigurationError(
                 f"soft_prompt_position={soft_prompt_position!r}: give 'start' (before the "
                 "input, as PEFT places it) or 'end' (after the input, before the output)."
