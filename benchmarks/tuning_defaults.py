@@ -14,8 +14,8 @@ The shipped test set is never read here: settings chosen on it would fit it, not
         --setting "demo:max_input_tokens=32,num_virtual_tokens=8,num_epochs=6"
 
 A setting is `name:key=value,...` over `PromptTuningParameters` fields plus `warmup_share`,
-`early_stopping_patience`, `precision` and `soft_prompt_position`; fields left out take the
-package's defaults.
+`early_stopping_patience`, `precision`, `soft_prompt_position` and `label_mixed_batches` (1 or
+0); fields left out take the package's defaults.
 """
 
 from __future__ import annotations
@@ -49,7 +49,13 @@ from granite_tuner.splitting import stratified_split
 
 #: Put in front of every held-out input for the shifted score (not the test set's wording).
 SHIFT_PREFIX = "Read this dog-grooming review and say if the owner was happy (1) or not (0).\n"
-_TRAINER_ONLY = {"warmup_share", "early_stopping_patience", "precision", "soft_prompt_position"}
+_TRAINER_ONLY = {
+    "warmup_share",
+    "early_stopping_patience",
+    "precision",
+    "soft_prompt_position",
+    "label_mixed_batches",
+}
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
@@ -84,7 +90,11 @@ def run_one(
         early_stopping_patience=values.get("early_stopping_patience"),
         soft_prompt_position=values.get("soft_prompt_position", DEFAULT_SOFT_PROMPT_POSITION),
     )
-    config = replace(config, warmup_share=float(values.get("warmup_share", 0.0)))
+    config = replace(
+        config,
+        warmup_share=float(values.get("warmup_share", 0.0)),
+        label_mixed_batches=bool(values.get("label_mixed_batches", config.label_mixed_batches)),
+    )
     trainer = PromptTrainer(loaded, training, config, validation=held)
     shifted_examples = [Example(input=SHIFT_PREFIX + e.input, output=e.output) for e in held]
     assert trainer.validator is not None

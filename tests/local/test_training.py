@@ -149,6 +149,38 @@ def test_batches_group_examples_of_similar_length() -> None:
     assert plan_batches(lengths, 8, random.Random(1)) != batches
 
 
+def test_labelled_batches_mix_the_labels_in_their_share_of_the_data() -> None:
+    """Classification batches hold each label in its share (one label in four here), not
+    runs of one label, and still group examples of similar length."""
+    rng = random.Random(2)
+    lengths = [rng.randint(5, 200) for _ in range(400)]
+    labels = ["yes" if i % 4 == 0 else "no" for i in range(400)]
+    batches = plan_batches(lengths, 8, random.Random(0), labels)
+
+    assert sorted(i for batch in batches for i in batch) == list(range(400))  # each once
+    assert all(len(batch) == 8 for batch in batches)
+    assert all(1 <= sum(labels[i] == "yes" for i in batch) <= 3 for batch in batches)
+    unlabelled = plan_batches(lengths, 8, random.Random(0))
+    assert max(sum(labels[i] == "yes" for i in batch) for batch in unlabelled) > 3
+
+    def padding(plan: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in plan)
+
+    order = list(range(400))
+    random.Random(0).shuffle(order)
+    assert padding(batches) < padding([order[k : k + 8] for k in range(0, 400, 8)]) / 3
+    assert plan_batches(lengths, 8, random.Random(0), labels) == batches
+    assert plan_batches(lengths, 8, random.Random(1), labels) != batches
+
+
+def test_classification_runs_mix_labels_and_old_records_do_not() -> None:
+    classification = PromptTuningParameters(task_id="classification")
+    generation = PromptTuningParameters(task_id="generation")
+    assert TrainingConfig.from_parameters(classification).label_mixed_batches
+    assert not TrainingConfig.from_parameters(generation).label_mixed_batches
+    assert not TrainingConfig().label_mixed_batches  # what a run.json without the key means
+
+
 def test_loss_matches_peft_forward_on_unpadded_examples(tiny_loaded: LoadedModel) -> None:
     """Left padding, explicit positions and trimmed logits give PEFT's own loss."""
     examples = review_examples(6, seed=3)

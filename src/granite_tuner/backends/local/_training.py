@@ -138,6 +138,9 @@ class TrainingConfig:
     #: "end" ([input][soft prompt][output]). Runs recorded before this setting existed were
     #: "start", which is why that stays the value a bare `TrainingConfig` has.
     soft_prompt_position: SoftPromptPosition = "start"
+    #: Whether each training batch mixes the labels in the data's proportions (classification;
+    #: `plan_batches` says why). Runs recorded before this setting existed did not.
+    label_mixed_batches: bool = False
 
     @classmethod
     def from_parameters(
@@ -183,6 +186,7 @@ class TrainingConfig:
             early_stopping_patience=early_stopping_patience,
             validation_split=validation_split,
             soft_prompt_position=soft_prompt_position,
+            label_mixed_batches=classification,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,6 +252,9 @@ class PromptTrainer:
         self._cancel = cancel
         self.examples = encode_examples(loaded.tokenizer, examples, config)
         self._lengths = [example.length for example in self.examples]
+        self._labels = (
+            [example.output for example in examples] if config.label_mixed_batches else None
+        )
         self.validator = _validator(loaded, examples, validation, config)
         self.peft_model = _prompt_tuning_model(loaded, config)
         self._soft_prompt = _soft_prompt(self.peft_model)
@@ -591,7 +598,7 @@ class PromptTrainer:
         if epoch >= self.config.num_epochs:
             return None
         rng = random.Random(self.config.seed * 1_000_003 + epoch)  # noqa: S311  (not crypto)
-        batches = plan_batches(self._lengths, self.config.batch_size, rng)
+        batches = plan_batches(self._lengths, self.config.batch_size, rng, self._labels)
         steps = self.config.accumulate_steps
         self._plan = _EpochPlan(
             epoch=epoch, groups=[batches[k : k + steps] for k in range(0, len(batches), steps)]

@@ -111,17 +111,63 @@ def encode_examples(
     return encoded
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Indices of the examples in batches of similar length, in a seeded random order."""
+def plan_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: random.Random,
+    labels: Sequence[str] | None = None,
+) -> list[list[int]]:
+    """Indices of the examples in batches of similar length, in a seeded random order.
+
+    With `labels` (one per example, for classification), every batch also holds the labels in
+    about the data's proportions: a batch of one label pulls the soft prompt towards always
+    answering it, and on small batches that tug swings the answers of a whole validation set
+    from one label to the other between epochs.
+    """
     order = list(range(len(lengths)))
     rng.shuffle(order)
-    chunk = batch_size * _MEGABATCH_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, len(order), chunk):
-        group = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
-        batches.extend(group[k : k + batch_size] for k in range(0, len(group), batch_size))
+    if labels is not None and len(set(labels)) > 1:
+        order = _spread_labels(order, lengths, labels, batch_size, rng)
+        batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    else:
+        chunk = batch_size * _MEGABATCH_BATCHES
+        batches = []
+        for start in range(0, len(order), chunk):
+            group = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
+            batches.extend(group[k : k + batch_size] for k in range(0, len(group), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def _spread_labels(
+    order: list[int],
+    lengths: Sequence[int],
+    labels: Sequence[str],
+    batch_size: int,
+    rng: random.Random,
+) -> list[int]:
+    """`order` re-laid so each label's examples are spread evenly along it.
+
+    Each label's examples keep their shuffled order, sorted by length within chunks (as
+    without labels), and the k-th of a label's n examples goes to position (k + offset) / n of
+    the whole, with a random offset per label: any run of consecutive examples then holds each
+    label in its share of the data, and neighbours have similar lengths.
+    """
+    pools: dict[str, list[int]] = {}
+    for index in order:
+        pools.setdefault(labels[index], []).append(index)
+    placed: list[tuple[float, int]] = []
+    for pool in pools.values():
+        chunk = max(batch_size, round(batch_size * _MEGABATCH_BATCHES * len(pool) / len(order)))
+        grouped = [
+            index
+            for start in range(0, len(pool), chunk)
+            for index in sorted(pool[start : start + chunk], key=lambda i: lengths[i], reverse=True)
+        ]
+        offset = rng.random()
+        placed.extend(((k + offset) / len(grouped), index) for k, index in enumerate(grouped))
+    placed.sort()
+    return [index for _, index in placed]
 
 
 @dataclass(frozen=True)
