@@ -1,14 +1,16 @@
-"""Prompt tuning with nothing but the task and the training data, judged on the shipped test set.
+"""Local tuning with nothing but the task and the training data, judged on the shipped test set.
 
 For each seed, `LocalClient(seed=N)` tunes the default model on the shipped training set with
 `parameters={"task_id": "classification"}` and nothing else, so every setting is the local
-backend's default (validation split, kept epoch, precision and soft-prompt position
-included). The kept epoch is deployed and scored by the `Evaluator` on the shipped test set,
-greedy with two new tokens (the answer is one label). Each seed's accuracy, kept epoch and
-training time are printed, then the median and range. The runs are kept in the default home
+backend's default (method, validation split, kept epoch, precision and soft-prompt position
+included); `--peft-method prompt_tuning` runs prompt tuning's defaults instead. The kept
+epoch is deployed and scored by the `Evaluator` on the shipped test set, greedy with two new
+tokens (the answer is one label). Each seed's accuracy, kept epoch and training time are
+printed, then the median and range. The runs are kept in the default home
 (`$GRANITE_TUNER_HOME`), as the demo's are.
 
-    PYTHONPATH=src:. .venv/bin/python benchmarks/defaults_only.py --seeds 0 1 2
+    PYTHONPATH=src:. .venv/bin/python benchmarks/defaults_only.py --seeds 0 1 2 \\
+        [--peft-method prefix_tuning|prompt_tuning]
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import anyio
 
 from granite_tuner import Deployment, Evaluator, Tuner, load_examples
 from granite_tuner.backends.local import LocalClient
+from granite_tuner.backends.local._decode_types import PEFT_METHODS, PeftMethod
+from granite_tuner.backends.local._training import DEFAULT_PEFT_METHOD
 from granite_tuner.datasets import test_path, train_path
 
 GENERATION = {"decoding_method": "greedy", "max_new_tokens": 2}
 
 
-async def run_seed(seed: int) -> tuple[float, int, float, str]:
+async def run_seed(seed: int, method: PeftMethod) -> tuple[float, int, float, str]:
     """(test accuracy of the kept epoch, kept epoch from 1, training seconds, stop reason)."""
-    async with LocalClient(seed=seed) as client:
+    async with LocalClient(seed=seed, peft_method=method) as client:
         result = await Tuner(
             client,
             base_model=client.model_name,
@@ -48,10 +52,11 @@ async def run_seed(seed: int) -> tuple[float, int, float, str]:
     )
 
 
-async def main(seeds: list[int]) -> None:
+async def main(seeds: list[int], method: PeftMethod) -> None:
     accuracies: list[float] = []
+    print(f"{method}, the local defaults otherwise", flush=True)
     for seed in seeds:
-        accuracy, kept, seconds, stop = await run_seed(seed)
+        accuracy, kept, seconds, stop = await run_seed(seed, method)
         accuracies.append(accuracy)
         print(
             f"seed {seed}: test accuracy {accuracy:.3f}, kept epoch {kept} ({stop}), "
@@ -67,4 +72,6 @@ async def main(seeds: list[int]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    anyio.run(main, parser.parse_args().seeds)
+    parser.add_argument("--peft-method", choices=PEFT_METHODS, default=DEFAULT_PEFT_METHOD)
+    arguments = parser.parse_args()
+    anyio.run(main, arguments.seeds, arguments.peft_method)

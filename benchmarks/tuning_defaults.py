@@ -14,8 +14,8 @@ The shipped test set is never read here: settings chosen on it would fit it, not
         --setting "demo:max_input_tokens=32,num_virtual_tokens=8,num_epochs=6"
 
 A setting is `name:key=value,...` over `PromptTuningParameters` fields plus `warmup_share`,
-`early_stopping_patience`, `precision`, `soft_prompt_position` and `label_mixed_batches` (1 or
-0); fields left out take the package's defaults.
+`early_stopping_patience`, `precision`, `peft_method`, `soft_prompt_position` and
+`label_mixed_batches` (1 or 0); fields left out take the package's defaults.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from granite_tuner.backends.local._models import (
 )
 from granite_tuner.backends.local._precision import autocast, resolve_precision
 from granite_tuner.backends.local._training import (
+    DEFAULT_PEFT_METHOD,
     DEFAULT_SOFT_PROMPT_POSITION,
     PromptTrainer,
     TrainingConfig,
@@ -53,6 +54,7 @@ _TRAINER_ONLY = {
     "warmup_share",
     "early_stopping_patience",
     "precision",
+    "peft_method",
     "soft_prompt_position",
     "label_mixed_batches",
 }
@@ -89,6 +91,7 @@ def run_one(
         precision=precision,
         early_stopping_patience=values.get("early_stopping_patience"),
         soft_prompt_position=values.get("soft_prompt_position", DEFAULT_SOFT_PROMPT_POSITION),
+        peft_method=values.get("peft_method", DEFAULT_PEFT_METHOD),
     )
     config = replace(
         config,
@@ -124,6 +127,7 @@ def run_one(
         "seed": seed,
         "threads": torch.get_num_threads(),
         "precision": precision,
+        "peft_method": config.peft_method,
         "soft_prompt_position": config.soft_prompt_position,
         "best_epoch": best,
         "epochs_run": len(epochs),

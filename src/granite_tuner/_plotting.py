@@ -104,7 +104,7 @@ def learning_curve_figure(result: CurveSource) -> Figure:
     over_time.set_ylabel("loss")
     over_time.set_title("Loss over time")
     over_time.grid(alpha=0.3)
-    title = f"Prompt tuning {result.name or result.run_id}"
+    title = f"Tuning {result.name or result.run_id}"
     if result.base_model:
         title += f" of {result.base_model}"
     figure.suptitle(title)

@@ -99,16 +99,24 @@ def test_tune_status_deploy_evaluate_compare_cleanup(
 
 
 @pytest.mark.parametrize(
-    ("option", "recorded"), [((), "end"), (("--soft-prompt-position", "start"), "start")]
+    ("option", "recorded"),
+    [
+        ((), ("prefix_tuning", "start")),
+        (("--peft-method", "prompt_tuning"), ("prompt_tuning", "end")),
+        (
+            ("--peft-method", "prompt_tuning", "--soft-prompt-position", "start"),
+            ("prompt_tuning", "start"),
+        ),
+    ],
 )
-def test_tune_puts_the_soft_prompt_where_asked(
+def test_tune_trains_and_places_the_soft_prompt_as_asked(
     cli: RunCli,
     tiny_model_dir: Path,
     tiny_data: Path,
     local: list[str],
     tmp_path: Path,
     option: tuple[str, ...],
-    recorded: str,
+    recorded: tuple[str, str],
 ) -> None:
     tuned = cli(
         "tune", str(tiny_data), "--model", str(tiny_model_dir), "--epochs", "1", "--json",
@@ -117,16 +125,32 @@ def test_tune_puts_the_soft_prompt_where_asked(
     assert tuned.code == 0, tuned.err
     run_id = tuned.json()["run"]["run_id"]
     record = json.loads((tmp_path / "home" / "runs" / run_id / "run.json").read_text())
-    assert record["parameters"]["soft_prompt_position"] == recorded
+    method, position = recorded
+    assert record["parameters"]["peft_method"] == method
+    assert record["parameters"]["soft_prompt_position"] == position
 
 
-def test_soft_prompt_position_needs_the_local_backend(cli: RunCli, tiny_data: Path) -> None:
-    outcome = cli(
-        "tune", str(tiny_data), "--soft-prompt-position", "start", "--base-model", "ibm/granite"
-    )
+@pytest.mark.parametrize(
+    "option", [("--soft-prompt-position", "start"), ("--peft-method", "prompt_tuning")]
+)
+def test_how_the_soft_prompt_trains_needs_the_local_backend(
+    cli: RunCli, tiny_data: Path, option: tuple[str, str]
+) -> None:
+    outcome = cli("tune", str(tiny_data), *option, "--base-model", "ibm/granite")
     assert outcome.code == 2
-    assert "--soft-prompt-position" in outcome.err
+    assert option[0] in outcome.err
     assert "--local" in outcome.err
+
+
+def test_a_position_with_prefix_tuning_is_a_usage_error(
+    cli: RunCli, tiny_model_dir: Path, tiny_data: Path, local: list[str]
+) -> None:
+    outcome = cli(
+        "tune", str(tiny_data), "--model", str(tiny_model_dir), "--soft-prompt-position", "end",
+        *local,
+    )  # fmt: skip
+    assert outcome.code == 2
+    assert "peft_method='prompt_tuning'" in outcome.err
 
 
 def test_local_deployments_cannot_be_cleaned_up_across_processes(

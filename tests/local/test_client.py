@@ -264,7 +264,9 @@ async def test_a_client_can_train_and_serve_the_soft_prompt_at_the_end(
 
     from granite_tuner.backends.local._adapter import POSITION_KEY
 
-    async with LocalClient(str(tiny_model_dir), home=home, soft_prompt_position="end") as client:
+    async with LocalClient(
+        str(tiny_model_dir), home=home, peft_method="prompt_tuning", soft_prompt_position="end"
+    ) as client:
         run = await start(client, tiny_model_dir, QUICK)
         assert run.parameters["soft_prompt_position"] == "end"
         finished = await wait_for(lambda: client.get_tuning_run(run.id), lambda r: r.is_finished)
@@ -288,6 +290,45 @@ async def test_a_client_can_train_and_serve_the_soft_prompt_at_the_end(
         assert answer.text == loaded.tokenizer.decode([token], skip_special_tokens=True)
 
 
+async def test_a_client_trains_a_prefix_by_default_that_peft_loads_and_serves_alike(
+    tiny_model_dir: Path, home: Path
+) -> None:
+    """The default run is prefix tuning: its adapter is PEFT's own, `PeftModel` loads it, and a
+    deployment of the run answers as PEFT's forward pass over the prompt does."""
+    import torch
+    from peft import PeftModel
+
+    async with LocalClient(str(tiny_model_dir), home=home) as client:
+        run = await start(client, tiny_model_dir, QUICK)
+        assert run.parameters["peft_method"] == "prefix_tuning"
+        finished = await wait_for(lambda: client.get_tuning_run(run.id), lambda r: r.is_finished)
+        assert finished.state == "completed", finished.failure_message
+        adapter = home / "runs" / run.id / "adapter"
+
+        deployment = await client.deploy(run.id, name="prefix", serving_name=None)
+        assert deployment.is_ready, deployment.failure_message
+        one = GenerationParameters(decoding_method="greedy", max_new_tokens=1)
+        loaded = await client.models.get(str(tiny_model_dir))
+        reference = PeftModel.from_pretrained(loaded.model, str(adapter))
+        assert reference.peft_config["default"].peft_type == "PREFIX_TUNING"
+        for example in DATA.examples[:4]:
+            answer = await client.generate(
+                example.input, deployment_id=deployment.id, parameters=one
+            )
+            ids = torch.tensor([loaded.tokenizer(example.input)["input_ids"][-256:]])
+            with torch.no_grad():
+                logits = reference(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+            token = int(logits[0, -1].argmax())
+            assert answer.text == loaded.tokenizer.decode([token], skip_special_tokens=True)
+
+
+def test_a_position_with_prefix_tuning_is_refused_clearly() -> None:
+    with pytest.raises(ConfigurationError, match=r"peft_method='prompt_tuning' with it"):
+        LocalClient(soft_prompt_position="start")
+    with pytest.raises(ConfigurationError, match=r"peft_method='lora'.*'prefix_tuning'"):
+        LocalClient(peft_method="lora")  # type: ignore[arg-type]
+
+
 def test_an_unknown_soft_prompt_position_is_refused_clearly() -> None:
     with pytest.raises(ConfigurationError, match=r"soft_prompt_position='middle'.*'start'"):
-        LocalClient(soft_prompt_position="middle")  # type: ignore[arg-type]
+        LocalClient(peft_method="prompt_tuning", soft_prompt_position="middle")  # type: ignore[arg-type]

@@ -28,7 +28,9 @@ async def test_prompt_tuning_smollm2_end_to_end(smollm2_home: Path) -> None:
         {"input": f"Review: {e.input} Satisfied?", "output": e.output} for e in review_examples(60)
     ]
     # PEFT's own layout, so that PEFT loads the adapter as it was trained.
-    async with LocalClient(home=smollm2_home, soft_prompt_position="start") as client:
+    async with LocalClient(
+        home=smollm2_home, peft_method="prompt_tuning", soft_prompt_position="start"
+    ) as client:
         result = await Tuner(
             client,
             base_model=DEFAULT_MODEL,

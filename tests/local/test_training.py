@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from granite_tuner.backends.local._models import LoadedModel
+from granite_tuner.backends.local._models import LoadedModel, cache_argument
 from granite_tuner.backends.local._training import (
     DEFAULT_INIT_TEXTS,
     IGNORE_INDEX,
@@ -22,6 +22,7 @@ from granite_tuner.backends.local._training import (
     plan_batches,
 )
 from granite_tuner.data import Example
+from granite_tuner.errors import ConfigurationError
 from granite_tuner.parameters import PromptTuningParameters
 from tests.tiny_model import constant_examples, review_examples
 
@@ -38,17 +39,29 @@ def ids(loaded: LoadedModel, text: str) -> list[int]:
 
 def test_unset_parameters_take_local_defaults() -> None:
     config = TrainingConfig.from_parameters(PromptTuningParameters(), seed=7)
-    assert config.learning_rate == 0.03
+    assert config.learning_rate == 0.01
     assert config.num_virtual_tokens == 8
     assert config.batch_size == 4
-    assert config.num_epochs == 8
+    assert config.num_epochs == 5
     assert config.max_input_tokens == 256
-    assert config.soft_prompt_position == "end"
+    assert config.peft_method == "prefix_tuning"
+    assert config.soft_prompt_position == "start"  # a prefix goes in front of the input
     assert config.accumulate_steps == 1
     assert config.verbalizer == "{{input}}"
     assert config.init_method == "text"
     assert config.init_text == DEFAULT_INIT_TEXTS["classification"]
     assert config.seed == 7
+
+
+def test_prompt_tuning_takes_its_own_defaults() -> None:
+    config = TrainingConfig.from_parameters(PromptTuningParameters(), peft_method="prompt_tuning")
+    assert config.peft_method == "prompt_tuning"
+    assert (config.learning_rate, config.num_epochs) == (0.03, 8)
+    assert config.soft_prompt_position == "end"
+    start = TrainingConfig.from_parameters(
+        PromptTuningParameters(), peft_method="prompt_tuning", soft_prompt_position="start"
+    )
+    assert start.soft_prompt_position == "start"
 
 
 def test_given_parameters_keep_their_meaning() -> None:
@@ -425,3 +438,68 @@ def test_training_at_the_end_repeats_with_the_same_seed(tiny_loaded: LoadedModel
     uncached = PromptTrainer(tiny_loaded, examples, config)
     uncached._prompt_cache = None
     assert [r.loss for r in uncached.train()] == pytest.approx(first, rel=1e-4)
+
+
+# --- prefix tuning ------------------------------------------------------------------------------
+
+PREFIX = TrainingConfig(
+    num_epochs=2,
+    batch_size=4,
+    num_virtual_tokens=3,
+    learning_rate=0.5,  # the tiny random model needs big steps to move in 8
+    peft_method="prefix_tuning",
+    init_method="text",
+    init_text="the review",
+)
+
+
+def test_prefix_logits_are_peft_s_for_left_padded_batches(tiny_loaded: LoadedModel) -> None:
+    """The trainer's own prefix pass (a KV cache, positions after the prefix) gives what PEFT's
+    `PeftModel` gives for each unpadded sequence, also after training moved the prefix."""
+    trainer = PromptTrainer(tiny_loaded, review_examples(12), PREFIX)
+    trainer.train()
+    rows = sorted(trainer.examples, key=lambda e: len(e.prompt_ids))
+    batch = collate([rows[0], rows[-1], rows[5]], tiny_loaded.pad_token_id)
+    assert len(rows[0].prompt_ids) != len(rows[-1].prompt_ids)  # really padded
+    with torch.no_grad():
+        ours = trainer.logits(batch, batch.target_width + 1)
+        for row, example in enumerate([rows[0], rows[-1], rows[5]]):
+            sequence = torch.tensor([[*example.prompt_ids, *example.target_ids]])
+            peft = trainer.peft_model(input_ids=sequence, attention_mask=torch.ones_like(sequence))
+            keep = len(example.target_ids) + 1
+            torch.testing.assert_close(ours[row, -keep:], peft.logits[0, -keep:])
+
+
+def test_prefix_tuning_learns_and_saves_a_peft_prefix(
+    tiny_loaded: LoadedModel, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+
+    from granite_tuner.backends.local._adapter import load_soft_prompt
+    from granite_tuner.backends.local._prefix import PrefixLayout
+
+    trainer = PromptTrainer(tiny_loaded, constant_examples(16), PREFIX)
+    losses = [step.loss for step in trainer.train()]
+    assert losses[-1] < losses[0] / 2, losses
+    trainer.save(tmp_path / "adapter")
+    layout = PrefixLayout.of(tiny_loaded.model)
+    saved = load_soft_prompt(tmp_path / "adapter", tiny_loaded.model, "prefix_tuning")
+    assert saved.shape == (3, layout.width)
+    assert torch.equal(saved, trainer.soft_prompt.detach())
+    reloaded = PeftModel.from_pretrained(tiny_loaded.model, str(tmp_path / "adapter"))
+    assert reloaded.peft_config["default"].peft_type == "PREFIX_TUNING"
+    with pytest.raises(ConfigurationError, match="PREFIX_TUNING adapter"):
+        load_soft_prompt(tmp_path / "adapter", tiny_loaded.model, "prompt_tuning")
+
+
+def test_prefix_text_init_is_the_text_s_keys_and_values(tiny_loaded: LoadedModel) -> None:
+    """Text init for a prefix: row i is what the model computes for the text's i-th token."""
+    trainer = PromptTrainer(tiny_loaded, review_examples(8), PREFIX)
+    ids = tiny_loaded.tokenizer("the review", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 2  # three virtual tokens: the text once, then its first token again
+    with torch.no_grad():
+        output = tiny_loaded.model(input_ids=torch.tensor([[*ids, ids[0]]]), use_cache=True)
+    layer = getattr(output, cache_argument(tiny_loaded.model)).layers[0]
+    first_keys = layer.keys[0].permute(1, 0, 2).reshape(3, -1)
+    prefix = trainer.soft_prompt.detach()
+    torch.testing.assert_close(prefix[:, : first_keys.shape[1]], first_keys)

@@ -204,7 +204,9 @@ def test_the_client_refuses_bfloat16_on_a_cpu_without_it(
 @pytest.mark.anyio
 async def test_a_run_keeps_and_deploys_its_best_epoch(tiny_model_dir: Path, home: Path) -> None:
     events: list[TuningEvent] = []
-    async with LocalClient(str(tiny_model_dir), home=home, precision="float32") as client:
+    async with LocalClient(
+        str(tiny_model_dir), home=home, precision="float32", peft_method="prompt_tuning"
+    ) as client:
         result = await Tuner(
             client,
             base_model=str(tiny_model_dir),
@@ -225,7 +227,11 @@ async def test_a_run_keeps_and_deploys_its_best_epoch(tiny_model_dir: Path, home
         # The same training, step by step here: the adapter on disk is epoch 1's prompt.
         loaded = await client.models.get(str(tiny_model_dir))
         config = TrainingConfig.from_parameters(
-            PARAMETERS, seed=0, selection_metric="loss", early_stopping_patience=None
+            PARAMETERS,
+            seed=0,
+            selection_metric="loss",
+            early_stopping_patience=None,
+            peft_method="prompt_tuning",
         )
         trainer = PromptTrainer(loaded, TRAINING_YES, config)
         while (step := trainer.step()) is not None and not step.epoch_finished:
@@ -254,7 +260,9 @@ async def test_a_run_keeps_and_deploys_its_best_epoch(tiny_model_dir: Path, home
 
 @pytest.mark.anyio
 async def test_early_stopping_through_tuner(tiny_model_dir: Path, home: Path) -> None:
-    async with LocalClient(str(tiny_model_dir), home=home, precision="float32") as client:
+    async with LocalClient(
+        str(tiny_model_dir), home=home, precision="float32", peft_method="prompt_tuning"
+    ) as client:
         result = await Tuner(
             client,
             base_model=str(tiny_model_dir),

@@ -56,6 +56,8 @@ class BackendOptions:
     rate_limit: float | None = None
     #: Local runs train in this many processes (`--nproc`; None: one, this one).
     processes: int | None = None
+    #: What new local runs train (`--peft-method`; None: the default).
+    peft_method: Literal["prefix_tuning", "prompt_tuning"] | None = None
     #: Where new local runs put the soft prompt (`--soft-prompt-position`; None: the default).
     soft_prompt_position: Literal["start", "end"] | None = None
     #: An API key typed at the prompt (never from an option); kept out of reprs.
@@ -77,6 +79,7 @@ class BackendOptions:
             max_attempts=getattr(args, "max_attempts", None),
             rate_limit=getattr(args, "rate_limit", None),
             processes=getattr(args, "nproc", None),
+            peft_method=getattr(args, "peft_method", None),
             soft_prompt_position=getattr(args, "soft_prompt_position", None),
         )
 
@@ -96,10 +99,11 @@ def resolve_credentials(options: BackendOptions) -> BackendOptions:
         raise ConfigurationError(
             "--nproc trains a local run in several processes: use it with --local."
         )
-    if options.soft_prompt_position is not None:
+    if options.soft_prompt_position is not None or options.peft_method is not None:
+        option = "--soft-prompt-position" if options.peft_method is None else "--peft-method"
         raise ConfigurationError(
-            "--soft-prompt-position places a local run's soft prompt: use it with --local "
-            "(watsonx.ai places it itself)."
+            f"{option} chooses how a local run trains its soft prompt: use it with --local "
+            "(watsonx.ai prompt-tunes in its own way)."
         )
     if options.project_id and options.space_id:
         raise ConfigurationError("Give --project-id or --space-id, not both.")
@@ -162,6 +166,8 @@ async def open_client(
         settings: dict[str, Any] = {"home": options.home}
         if options.processes is not None:
             settings["processes"] = options.processes
+        if options.peft_method is not None:
+            settings["peft_method"] = options.peft_method
         if options.soft_prompt_position is not None:
             settings["soft_prompt_position"] = options.soft_prompt_position
         local = LocalClient(model, **settings) if model else LocalClient(**settings)

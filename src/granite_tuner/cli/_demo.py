@@ -1,6 +1,6 @@
 """`demo`: the whole workflow offline, the same as `examples/local_workflow.py`.
 
-Prompt-tunes the local model (the bundled SmolLM2-135M-Instruct unless `--model`) on the
+Prefix-tunes the local model (the bundled SmolLM2-135M-Instruct unless `--model`) on the
 shipped dog-grooming review set, draws the learning curve, deploys the tuned soft prompt on the
 local batched server, evaluates it and the base model on the shipped test set, and shows the
 comparison; `learning_curve.png` and `comparison.json` are written to `--out`.
@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["DEMO_PARAMETERS", "register"]
 
 #: The settings of examples/local_workflow.py (see there for why): each input keeps its last 32
-#: tokens (where a review's verdict is), and the soft prompt has 8 virtual tokens.
+#: tokens (where a review's verdict is); the rest are prefix tuning's defaults.
 DEMO_PARAMETERS = PromptTuningParameters(
     task_id="classification",
-    num_epochs=8,
-    learning_rate=0.03,
+    num_epochs=5,
+    learning_rate=0.01,
     batch_size=4,
     accumulate_steps=1,
     max_input_tokens=32,
@@ -52,7 +52,7 @@ DEMO_PARAMETERS = PromptTuningParameters(
 )
 DEMO_EVALUATION = EvaluationSettings(concurrency=16, max_new_tokens=2)
 DEMO_RUN_NAME = "grooming-reviews-demo"
-DESCRIPTION = """The whole workflow offline, as examples/local_workflow.py runs it: prompt-tune the
+DESCRIPTION = """The whole workflow offline, as examples/local_workflow.py runs it: prefix-tune the
 local model on the shipped dog-grooming review set, draw the learning curve, deploy the tuned
 soft prompt on the local batched server, evaluate it and the base model on the shipped test
 set, and compare them. The curve and comparison.json go to --out."""
@@ -119,7 +119,7 @@ async def run_demo(ctx: Context, args: argparse.Namespace) -> ExitCode:
     started = time.perf_counter()
     async with open_client(ctx.backend, model=args.model) as client:
         base_model = client.default_base_model
-        ctx.ui.info(f"Prompt tuning {base_model} on {train_path().name}, offline.")
+        ctx.ui.info(f"Prefix tuning {base_model} on {train_path().name}, offline.")
         tuner = Tuner(
             client,
             base_model=base_model,

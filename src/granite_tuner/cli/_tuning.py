@@ -167,10 +167,17 @@ def register(subparsers: SubParsers, common: list[argparse.ArgumentParser]) -> N
     )
     add_nproc_option(tune)
     tune.add_argument(
+        "--peft-method",
+        choices=("prefix_tuning", "prompt_tuning"),
+        help="--local: what is trained: keys and values at every layer (prefix_tuning, the "
+        "default) or embeddings in the input (prompt_tuning, as watsonx.ai tunes)",
+    )
+    tune.add_argument(
         "--soft-prompt-position",
         choices=("end", "start"),
-        help="--local: where the soft prompt goes: after the input (end, the default) or "
-        "before it (start: PEFT's layout, for an adapter to load in peft itself)",
+        help="--local, with --peft-method prompt_tuning: where the soft prompt goes: after the "
+        "input (end, the default) or before it (start: PEFT's layout, for an adapter to load "
+        "in peft itself)",
     )
     _add_wait_options(tune)
     tune.add_argument(

@@ -1,4 +1,4 @@
-"""Reading a saved soft prompt: the one tensor a PEFT prompt-tuning adapter holds.
+"""Reading a saved soft prompt: the one tensor a PEFT prompt- or prefix-tuning adapter holds.
 
 The server applies the soft prompt by hand (see `_decoding` for why), so it needs the tensor, not
 a `PeftModel`; this reads it from the folder `PeftModel.save_pretrained` wrote and checks that it
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file
 
-from granite_tuner.backends.local._decode_types import SoftPromptPosition
+from granite_tuner.backends.local._decode_types import PeftMethod, SoftPromptPosition
+from granite_tuner.backends.local._prefix import soft_prompt_width
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -51,10 +52,13 @@ def mark_position(adapter_dir: Path, position: SoftPromptPosition) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:
-    """The learned virtual-token embeddings of a saved PEFT prompt-tuning adapter.
+def load_soft_prompt(
+    adapter_dir: Path, model: PreTrainedModel, method: PeftMethod = "prompt_tuning"
+) -> torch.Tensor:
+    """The learned tensor of a saved PEFT adapter of `method` (the run's record says which).
 
-    Returned on the model's device and in its dtype, shape `(virtual tokens, hidden size)`.
+    Returned on the model's device and in its dtype, shape `(virtual tokens, hidden size)` for
+    prompt tuning, `(virtual tokens, layers * 2 * kv width)` for prefix tuning (`_prefix`).
     Raises `ConfigurationError` saying what is wrong when the folder holds no usable adapter.
     """
     config_path = adapter_dir / ADAPTER_CONFIG
@@ -69,10 +73,11 @@ def load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"Cannot read {config_path}: {exc}") from None
     peft_type = config.get("peft_type") if isinstance(config, dict) else None
-    if peft_type != "PROMPT_TUNING":
+    if peft_type != method.upper():
         raise ConfigurationError(
-            f"{adapter_dir} holds a {peft_type or 'unknown'} adapter; only prompt-tuning "
-            "adapters (peft_type PROMPT_TUNING) can be served here."
+            f"{adapter_dir} holds a {peft_type or 'unknown'} adapter, and its run records "
+            f"{method} (peft_type {method.upper()}); only prompt- and prefix-tuning adapters, "
+            "as their runs record them, can be served here."
         )
     if config.get("num_transformer_submodules", 1) != 1:
         raise ConfigurationError(
@@ -84,14 +89,13 @@ def load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise ConfigurationError(f"Cannot read {weights_path}: {exc}") from None
     prompt = tensors.get(_PROMPT_KEY)
-    embedding = model.get_input_embeddings()
-    weight = embedding.weight
-    assert isinstance(weight, torch.Tensor)
-    hidden = int(weight.shape[-1])
-    if prompt is None or prompt.ndim != 2 or int(prompt.shape[1]) != hidden:
+    width = soft_prompt_width(model, method)
+    if prompt is None or prompt.ndim != 2 or int(prompt.shape[1]) != width:
         shape = None if prompt is None else tuple(prompt.shape)
         raise ConfigurationError(
             f"{weights_path} does not hold a soft prompt for this model: expected a "
-            f"'{_PROMPT_KEY}' tensor of shape (virtual tokens, {hidden}), found {shape}."
+            f"'{_PROMPT_KEY}' tensor of shape (virtual tokens, {width}), found {shape}."
         )
+    weight = model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)
     return prompt.to(device=weight.device, dtype=weight.dtype)

@@ -56,6 +56,7 @@ from granite_tuner.backends.local._decode_types import (
     Decoded,
     DecodeRow,
     DecodeSettings,
+    PeftMethod,
     SoftPromptPosition,
 )
 from granite_tuner.backends.local._models import LoadedModel
@@ -111,6 +112,8 @@ class ServedDeployment:
     soft_prompt: torch.Tensor | None = None
     #: Where the soft prompt goes, as it was trained: before the prompt's tokens or after them.
     soft_prompt_position: SoftPromptPosition = "start"
+    #: What the soft prompt is: input embeddings, or keys and values at every layer.
+    peft_method: PeftMethod = "prompt_tuning"
     verbalizer: str | None = None
     #: A tuned model reads prompts as it was trained on them: cut to the run's
     #: `max_input_tokens` (keeping the end), unless a request sets `truncate_input_tokens`.
@@ -161,6 +164,7 @@ class Request:
             seed=self.seed,
             soft_prompt=self.served.soft_prompt,
             soft_prompt_position=self.served.soft_prompt_position,
+            peft_method=self.served.peft_method,
             truncate_input_tokens=self.settings.truncate_input_tokens,
         )
 

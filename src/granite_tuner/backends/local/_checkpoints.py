@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
+    from granite_tuner.backends.local._decode_types import PeftMethod
+
 __all__ = [
     "CHECKPOINTS",
     "DEFAULT_KEEP_LAST",
@@ -226,10 +228,14 @@ def load_state(checkpoint: Checkpoint) -> dict[str, Any]:
     return state
 
 
-def checkpoint_soft_prompt(run_dir: Path, step: int, model: PreTrainedModel) -> torch.Tensor:
-    """The soft prompt of the run's checkpoint at `step`, checked, on the model's device and
-    in its dtype (what a deployment of that checkpoint serves)."""
+def checkpoint_soft_prompt(
+    run_dir: Path, step: int, model: PreTrainedModel, method: PeftMethod = "prompt_tuning"
+) -> torch.Tensor:
+    """The soft prompt of the run's checkpoint at `step`, checked against `method` (the run's),
+    on the model's device and in its dtype (what a deployment of that checkpoint serves)."""
     import torch
+
+    from granite_tuner.backends.local._prefix import soft_prompt_width
 
     found = [c for c in list_checkpoints(run_dir) if c.manifest.step == step]
     if not found:
@@ -238,13 +244,14 @@ def checkpoint_soft_prompt(run_dir: Path, step: int, model: PreTrainedModel) -> 
             f"Tuning run {run_dir.name} has no checkpoint at step {step} (kept: {kept})"
         )
     prompt = load_state(found[0])["trainer"]["soft_prompt"]
-    weight = model.get_input_embeddings().weight
-    assert isinstance(weight, torch.Tensor)
-    if prompt.ndim != 2 or prompt.shape[1] != weight.shape[-1]:
+    width = soft_prompt_width(model, method)
+    if prompt.ndim != 2 or prompt.shape[1] != width:
         raise ConfigurationError(
             f"{found[0].state_file} holds a soft prompt of shape {tuple(prompt.shape)}, which "
-            f"does not fit this model (hidden size {weight.shape[-1]})."
+            f"does not fit this model ({method}: (virtual tokens, {width}))."
         )
+    weight = model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)
     result: torch.Tensor = prompt.to(device=weight.device, dtype=weight.dtype)
     return result
 

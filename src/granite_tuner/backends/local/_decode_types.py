@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
+    "PEFT_METHODS",
     "SOFT_PROMPT_POSITIONS",
     "DecodeRow",
     "DecodeSettings",
     "Decoded",
     "LocalStopReason",
+    "PeftMethod",
     "SoftPromptPosition",
 ]
 
@@ -35,6 +37,13 @@ LocalStopReason = Literal["max_tokens", "eos_token", "stop_sequence", "time_limi
 SoftPromptPosition = Literal["start", "end"]
 #: The positions that can be trained and served, for checking a value read at run time.
 SOFT_PROMPT_POSITIONS: tuple[SoftPromptPosition, ...] = ("start", "end")
+
+#: What a tuned soft prompt is, by PEFT's names: "prompt_tuning", virtual-token embeddings put
+#: among the input's (at `SoftPromptPosition`), or "prefix_tuning", virtual tokens' keys and
+#: values at every layer, in front of the input, `(virtual tokens, layers * 2 * kv width)`.
+PeftMethod = Literal["prompt_tuning", "prefix_tuning"]
+#: The methods that can be trained and served, for checking a value read at run time.
+PEFT_METHODS: tuple[PeftMethod, ...] = ("prompt_tuning", "prefix_tuning")
 
 
 @dataclass(frozen=True)
@@ -94,14 +103,17 @@ class DecodeRow:
     """One prompt of a batch, with what is its own: seed, soft prompt, where to cut it.
 
     Rows with different soft prompts (or none: the plain base model) share a batch; each gets
-    its own soft prompt, in front of its own tokens or (`soft_prompt_position="end"`) after them.
+    its own soft prompt, in front of its own tokens or (`soft_prompt_position="end"`) after them,
+    or, for `peft_method="prefix_tuning"`, as keys and values in front of them at every layer.
     """
 
     text: str
     seed: int | None = None
-    #: `(virtual tokens, hidden)`, put before or after the prompt's token embeddings.
+    #: `(virtual tokens, hidden)`, put before or after the prompt's token embeddings; for
+    #: prefix tuning, `(virtual tokens, layers * 2 * key/value heads * head size)`.
     soft_prompt: torch.Tensor | None = None
     soft_prompt_position: SoftPromptPosition = "start"
+    peft_method: PeftMethod = "prompt_tuning"
     #: Keep only the last this many tokens (and leading special tokens), as watsonx.ai does.
     truncate_input_tokens: int | None = None
 

@@ -31,6 +31,11 @@ derived from the attention mask (as `generate` does), so padding shifts nothing 
 the same positions, and the same answer, alone or in any batch. A soft prompt trained at the end
 of the input (`soft_prompt_position="end"`) follows its row's tokens instead, `[padding][tokens]
 [soft prompt]`, as the trainer placed it; a batch with such a row shares no start (below).
+A prefix-tuning soft prompt (`peft_method="prefix_tuning"`) is keys and values, not embeddings:
+such rows bring no virtual tokens to the layout, and a KV cache that holds every row's prefix
+(`_prefix.prefix_cache`, the one the trainer uses; other rows' columns masked out) goes in front
+of the whole batch, `[prefix][padding][tokens]`; their positions then start after the prefix,
+as in training. Such a batch shares no start either.
 
 Work shared by rows is done once: when rows of one soft prompt start with the same tokens (the
 soft prompt, always, and often an instruction every test prompt begins with), that start is run
@@ -74,6 +79,7 @@ from granite_tuner.backends.local._decode_types import (
 )
 from granite_tuner.backends.local._logits import PerRowSampler, PromptAwareRepetitionPenalty
 from granite_tuner.backends.local._models import cache_argument
+from granite_tuner.backends.local._prefix import PrefixLayout, prefix_cache
 from granite_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -145,12 +151,18 @@ def _decode(
     device = weight.device
     pad_id = _pad_id(tokenizer)
     size = len(prompts)
-    soft_prompts = [row.soft_prompt for row in rows]
+    # Soft prompts as keys and values (prefix tuning), apart from those that are embeddings.
+    kv_prompts = [row.soft_prompt if row.peft_method == "prefix_tuning" else None for row in rows]
+    soft_prompts = [None if row.peft_method == "prefix_tuning" else row.soft_prompt for row in rows]
     virtual = [0 if soft is None else int(soft.shape[0]) for soft in soft_prompts]
     groups = _groups(soft_prompts)
-    at_end = [row.soft_prompt is not None and row.soft_prompt_position == "end" for row in rows]
-    if any(at_end):
-        # A soft prompt after the tokens leaves no common start to share: rows run in full.
+    at_end = [
+        soft is not None and row.soft_prompt_position == "end"
+        for soft, row in zip(soft_prompts, rows, strict=True)
+    ]
+    if any(at_end) or any(p is not None for p in kv_prompts):
+        # A soft prompt after the tokens, or keys and values before them, leaves no common
+        # start to share: rows run in full.
         prefix, shared = [0] * size, False
     else:
         prefix, shared = _prefix_lengths(prompts, virtual, groups)
@@ -180,6 +192,14 @@ def _decode(
         cache_arguments = _prefilled_cache(
             model, inputs_embeds[:, :width_prefix], attention_mask[:, :width_prefix], groups
         )
+    elif any(p is not None for p in kv_prompts):
+        # `generate` is given the prefix's columns (padding embeddings, never run) and the
+        # cache that holds them, and runs only what follows, as for a shared start.
+        cache, prefix_mask = prefix_cache(kv_prompts, PrefixLayout.of(model), inputs_embeds.dtype)
+        columns = prefix_mask.shape[1]
+        inputs_embeds = torch.cat((pad.expand(size, columns, -1), inputs_embeds), dim=1)
+        attention_mask = torch.cat((prefix_mask.to(attention_mask.device), attention_mask), dim=1)
+        cache_arguments = {cache_argument(model): cache}
 
     eos_ids = _eos_ids(model, tokenizer)
     processors = LogitsProcessorList()

@@ -121,6 +121,8 @@ def _check_parameters(
         selection_metric=config.selection_metric,
         early_stopping_patience=config.early_stopping_patience,
         validation_split=config.validation_split,
+        soft_prompt_position=config.soft_prompt_position,
+        peft_method=config.peft_method,
     ).to_dict()
     recorded = config.to_dict()
     differ = [f"{k}={asked[k]!r} (run: {recorded[k]!r})" for k in asked if asked[k] != recorded[k]]

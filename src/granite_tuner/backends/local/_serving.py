@@ -58,7 +58,11 @@ from granite_tuner.backends.local._checkpoints import (
     checkpoint_soft_prompt,
     parse_checkpoint_model_id,
 )
-from granite_tuner.backends.local._decode_types import SOFT_PROMPT_POSITIONS
+from granite_tuner.backends.local._decode_types import (
+    PEFT_METHODS,
+    SOFT_PROMPT_POSITIONS,
+    PeftMethod,
+)
 from granite_tuner.backends.local._models import LoadedModel
 from granite_tuner.errors import (
     ConfigurationError,
@@ -362,14 +366,25 @@ class ModelServer:
             run = await self._runs(run_id)
         except GraniteTunerError as exc:
             raise _DeployProblem(f"cannot deploy {run_id!r}: {exc.message}") from None
+        # Runs recorded before these settings existed were prompt tuning, at the start.
+        method = run.parameters.get("peft_method", "prompt_tuning")
+        position = run.parameters.get("soft_prompt_position", "start")
+        if method not in PEFT_METHODS or position not in SOFT_PROMPT_POSITIONS:
+            raise _DeployProblem(
+                f"tuning run {run_id} records peft_method={method!r} and "
+                f"soft_prompt_position={position!r}; only {' and '.join(PEFT_METHODS)}, at "
+                f"{' or '.join(SOFT_PROMPT_POSITIONS)}, can be served"
+            )
         if checkpoint is not None:
             # Any kept checkpoint serves, whatever state the run is in now.
             run_dir = self._adapters.run_dir(run_id)
             load: Callable[[PreTrainedModel], torch.Tensor] = functools.partial(
-                checkpoint_soft_prompt, run_dir, checkpoint[1]
+                checkpoint_soft_prompt, run_dir, checkpoint[1], method=method
             )
         else:
-            load = functools.partial(_load_soft_prompt, self._adapters.adapter_dir(run_id))
+            load = functools.partial(
+                _load_soft_prompt, self._adapters.adapter_dir(run_id), method=method
+            )
         if checkpoint is None and run.state != "completed":
             raise _DeployProblem(
                 f"tuning run {run_id} is {run.state}, and only a completed run can be deployed"
@@ -384,18 +399,12 @@ class ModelServer:
             raise _DeployProblem(str(exc)) from None
         verbalizer = run.parameters.get("verbalizer")
         max_input_tokens = run.parameters.get("max_input_tokens")
-        # Runs recorded before the setting existed put the soft prompt at the start.
-        position = run.parameters.get("soft_prompt_position", "start")
-        if position not in SOFT_PROMPT_POSITIONS:
-            raise _DeployProblem(
-                f"tuning run {run_id} records soft_prompt_position={position!r}; "
-                "only 'start' and 'end' can be served"
-            )
         return ServedDeployment(
             info=info.model_copy(update={"base_model_id": run.base_model}),
             loaded=loaded,
             soft_prompt=soft_prompt,
             soft_prompt_position=position,
+            peft_method=method,
             verbalizer=verbalizer
             if isinstance(verbalizer, str) and "{{input}}" in verbalizer
             else None,
@@ -426,11 +435,13 @@ class ModelServer:
         return served
 
 
-def _load_soft_prompt(adapter_dir: Path, model: PreTrainedModel) -> torch.Tensor:
+def _load_soft_prompt(
+    adapter_dir: Path, model: PreTrainedModel, *, method: PeftMethod
+) -> torch.Tensor:
     """Imports safetensors on first use, in the worker thread that reads the adapter."""
     from granite_tuner.backends.local._adapter import load_soft_prompt
 
-    return load_soft_prompt(adapter_dir, model)
+    return load_soft_prompt(adapter_dir, model, method)
 
 
 def _random_seed() -> int:

@@ -1,10 +1,14 @@
-"""The training engine of the local backend: PEFT prompt tuning, one optimizer step per call.
+"""The training engine of the local backend: PEFT prompt or prefix tuning, one optimizer step
+per call.
 
 Why it is shaped this way:
 
 - Real prompt tuning with `peft`: a `PromptTuningConfig` (text or random init, N virtual
   tokens) whose prompt embedding is the only trainable tensor; the base weights stay frozen and
   the saved adapter is an ordinary PEFT checkpoint that `PeftModel.from_pretrained` loads.
+  With `peft_method="prefix_tuning"` (the default for new runs) it is a `PrefixTuningConfig`
+  instead, whose tensor holds the virtual tokens' keys and values at every layer (`_prefix`
+  says why); everything else below is the same.
 - The loss covers the output tokens only: labels are -100 on the prompt and on padding.
 - CPU time is the budget, so no work is wasted: examples are grouped by length and each batch
   is padded only to its longest member; the batch is padded on the left with explicit position
@@ -39,9 +43,10 @@ import torch.nn.functional as F
 from granite_tuner._secrets import get_logger
 from granite_tuner._steps import steps_per_epoch
 from granite_tuner.backends.local._adapter import mark_position
-from granite_tuner.backends.local._decode_types import SoftPromptPosition
+from granite_tuner.backends.local._decode_types import PeftMethod, SoftPromptPosition
 from granite_tuner.backends.local._models import LoadedModel, cache_argument
 from granite_tuner.backends.local._precision import autocast
+from granite_tuner.backends.local._prefix import PrefixLayout, prefix_cache, text_prefix
 from granite_tuner.backends.local._training_data import (
     IGNORE_INDEX,
     Batch,
@@ -90,6 +95,16 @@ DEFAULT_VALIDATION_SPLIT = 0.2
 #: Where new runs put the soft prompt: after the input, where a step reads the input once
 #: without gradients (`TrainingConfig.soft_prompt_position` says why its own default differs).
 DEFAULT_SOFT_PROMPT_POSITION: SoftPromptPosition = "end"
+#: What new runs train: keys and values at every layer, which a small model needs to learn
+#: a task (`_prefix` says why; `TrainingConfig.peft_method` why its own default differs).
+DEFAULT_PEFT_METHOD: PeftMethod = "prefix_tuning"
+#: `(learning rate, epochs)` for runs whose parameters leave them out, by method: a prefix has
+#: twenty times the numbers of a prompt-tuning soft prompt and learns in fewer epochs at a
+#: smaller step (docs/benchmarks.md, "Prefix tuning").
+DEFAULT_SCHEDULES: dict[PeftMethod, tuple[float, int]] = {
+    "prompt_tuning": (0.03, DEFAULT_NUM_EPOCHS),
+    "prefix_tuning": (0.01, 5),
+}
 
 #: Text that starts the soft prompt when `init_method` is left unset (text init works much
 #: better than random init on small models at the default learning rate).
@@ -141,6 +156,10 @@ class TrainingConfig:
     #: Whether each training batch mixes the labels in the data's proportions (classification;
     #: `plan_batches` says why). Runs recorded before this setting existed did not.
     label_mixed_batches: bool = False
+    #: "prompt_tuning" (embeddings at `soft_prompt_position`) or "prefix_tuning" (keys and
+    #: values at every layer, in front of the input; `soft_prompt_position` is then "start").
+    #: Runs recorded before this setting existed were prompt tuning.
+    peft_method: PeftMethod = "prompt_tuning"
 
     @classmethod
     def from_parameters(
@@ -153,12 +172,14 @@ class TrainingConfig:
         early_stopping_patience: int | None = DEFAULT_EARLY_STOPPING_PATIENCE,
         validation_split: float = DEFAULT_VALIDATION_SPLIT,
         soft_prompt_position: SoftPromptPosition = DEFAULT_SOFT_PROMPT_POSITION,
+        peft_method: PeftMethod = DEFAULT_PEFT_METHOD,
     ) -> TrainingConfig:
         """The settings for `parameters`: fields left `None` take the local defaults.
 
         `init_method` unset means text init with a short description of the task; the kept
         epoch is chosen by accuracy for classification and by loss otherwise, unless
-        `selection_metric` says.
+        `selection_metric` says. A prefix goes in front of the input whatever
+        `soft_prompt_position` says (it is where prompt tuning's soft prompt goes).
         """
         defaults = cls()
         init_method = parameters.init_method or "text"
@@ -168,9 +189,10 @@ class TrainingConfig:
                 parameters.task_id, DEFAULT_INIT_TEXTS["generation"]
             )
         classification = parameters.task_id == "classification"
+        learning_rate, num_epochs = DEFAULT_SCHEDULES[peft_method]
         return cls(
-            num_epochs=_pick(parameters.num_epochs, defaults.num_epochs),
-            learning_rate=_pick(parameters.learning_rate, defaults.learning_rate),
+            num_epochs=_pick(parameters.num_epochs, num_epochs),
+            learning_rate=_pick(parameters.learning_rate, learning_rate),
             batch_size=_pick(parameters.batch_size, defaults.batch_size),
             accumulate_steps=_pick(parameters.accumulate_steps, defaults.accumulate_steps),
             max_input_tokens=_pick(parameters.max_input_tokens, defaults.max_input_tokens),
@@ -185,8 +207,11 @@ class TrainingConfig:
             selection_metric=selection_metric or ("accuracy" if classification else "loss"),
             early_stopping_patience=early_stopping_patience,
             validation_split=validation_split,
-            soft_prompt_position=soft_prompt_position,
+            soft_prompt_position="start"
+            if peft_method == "prefix_tuning"
+            else soft_prompt_position,
             label_mixed_batches=classification,
+            peft_method=peft_method,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +291,9 @@ class PromptTrainer:
         self._logits_to_keep = "logits_to_keep" in forward
         self._position_ids = "position_ids" in forward
         self._cache_keyword = cache_argument(loaded.model)
+        self._prefix_layout = (
+            PrefixLayout.of(loaded.model) if config.peft_method == "prefix_tuning" else None
+        )
         #: The training prompts' keys and values, for a soft prompt at the end (None: not kept).
         self._prompt_cache = (
             _PromptCache.for_examples(loaded, self.examples)
@@ -373,7 +401,10 @@ class PromptTrainer:
         self, batch: Batch, keep: int, examples: Sequence[int] | None = None
     ) -> torch.Tensor:
         """Vocabulary logits of the last `keep` positions of `batch`, with the soft prompt in
-        place (at the start of each row, or between its prompt and its target)."""
+        place (at the start of each row, or between its prompt and its target, or as keys and
+        values in front of each row)."""
+        if self._prefix_layout is not None:
+            return self._logits_with_prefix(batch, keep, self._prefix_layout)
         if self.config.soft_prompt_position == "end":
             return self._logits_prompt_at_end(batch, keep, examples)
         device = self.loaded.device
@@ -396,6 +427,25 @@ class PromptTrainer:
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = keep
         output = self._base(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
+        logits: torch.Tensor = output.logits[:, -keep:, :]
+        return logits
+
+    def _logits_with_prefix(self, batch: Batch, keep: int, layout: PrefixLayout) -> torch.Tensor:
+        """`logits` for prefix tuning: every row's pass starts from a KV cache that holds the
+        prefix (`_prefix.prefix_cache`), `[prefix][padding][prompt, target]`, with positions
+        counted over real entries, so the input is numbered from the prefix's length on."""
+        device = self.loaded.device
+        input_ids = batch.input_ids.to(device)
+        attention_mask = batch.attention_mask.to(device)
+        size = input_ids.shape[0]
+        cache, prefix_mask = prefix_cache([self._soft_prompt] * size, layout, self.loaded.dtype)
+        mask = torch.cat((prefix_mask.to(attention_mask.dtype), attention_mask), dim=1)
+        kwargs: dict[str, Any] = {self._cache_keyword: cache, "use_cache": True}
+        if self._position_ids:
+            kwargs["position_ids"] = _positions(mask)[:, prefix_mask.shape[1] :]
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = keep
+        output = self._base(input_ids=input_ids, attention_mask=mask, **kwargs)
         logits: torch.Tensor = output.logits[:, -keep:, :]
         return logits
 
@@ -771,9 +821,22 @@ def make_validator(
 
 def _prompt_tuning_model(loaded: LoadedModel, config: TrainingConfig) -> PeftModel:
     """The base model wrapped by PEFT with a fresh soft prompt (the only trainable tensor)."""
-    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from peft import (
+        PeftConfig,
+        PrefixTuningConfig,
+        PromptTuningConfig,
+        PromptTuningInit,
+        TaskType,
+        get_peft_model,
+    )
 
-    if config.init_method == "text":
+    peft_config: PeftConfig
+    if config.peft_method == "prefix_tuning":
+        # Text init is done below: PEFT has none for prefixes.
+        peft_config = PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config.num_virtual_tokens
+        )
+    elif config.init_method == "text":
         peft_config = PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,
             num_virtual_tokens=config.num_virtual_tokens,
@@ -802,7 +865,12 @@ def _prompt_tuning_model(loaded: LoadedModel, config: TrainingConfig) -> PeftMod
     if callable(disable):
         disable()
     weight = _soft_prompt(model)
-    if config.init_method == "random":
+    if config.peft_method == "prefix_tuning" and config.init_method == "text":
+        text = config.init_text or DEFAULT_INIT_TEXTS["generation"]
+        ids = loaded.tokenizer.encode(text, add_special_tokens=False)
+        with torch.no_grad():
+            weight.copy_(text_prefix(loaded.model, ids, config.num_virtual_tokens).to(weight))
+    elif config.init_method == "random":
         # Same distribution as PEFT's random init (nn.Embedding: N(0, 1)), from our own seeded
         # generator so that the run repeats and torch's global RNG is left alone.
         generator = torch.Generator().manual_seed(config.seed)
@@ -813,9 +881,13 @@ def _prompt_tuning_model(loaded: LoadedModel, config: TrainingConfig) -> PeftMod
 
 
 def _soft_prompt(model: PeftModel) -> torch.Tensor:
-    """The trainable soft prompt: the weight of PEFT's prompt embedding."""
+    """The trainable soft prompt: the weight of PEFT's prompt embedding (or, for prefix
+    tuning, of its prefix encoder, which without a projection is one embedding too)."""
+    from peft.tuners.prefix_tuning import PrefixEncoder
     from peft.tuners.prompt_tuning import PromptEmbedding
 
     encoder = model.prompt_encoder[model.active_adapter]
-    assert isinstance(encoder, PromptEmbedding)
-    return encoder.embedding.weight
+    assert isinstance(encoder, PromptEmbedding | PrefixEncoder)
+    weight = encoder.embedding.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight

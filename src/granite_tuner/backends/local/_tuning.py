@@ -27,7 +27,7 @@ from granite_tuner._secrets import get_logger
 from granite_tuner.backends.base import BaseModelInfo, new_request_tag
 from granite_tuner.backends.local import _checkpoints
 from granite_tuner.backends.local._checkpoints import DEFAULT_KEEP_LAST, RunLock
-from granite_tuner.backends.local._decode_types import SoftPromptPosition
+from granite_tuner.backends.local._decode_types import PeftMethod, SoftPromptPosition
 from granite_tuner.backends.local._launching import ProcessOptions, run_in_processes
 from granite_tuner.backends.local._models import ModelCache
 from granite_tuner.backends.local._resuming import (
@@ -38,6 +38,7 @@ from granite_tuner.backends.local._resuming import (
 from granite_tuner.backends.local._store import Owner, RunRecord, RunStore, new_run_id
 from granite_tuner.backends.local._training import (
     DEFAULT_EARLY_STOPPING_PATIENCE,
+    DEFAULT_PEFT_METHOD,
     DEFAULT_SOFT_PROMPT_POSITION,
     DEFAULT_VALIDATION_SPLIT,
     PromptTrainer,
@@ -124,6 +125,7 @@ class TrainingRunner:
         torch_limiter: anyio.CapacityLimiter,
         seed: int,
         precision: Literal["float32", "bfloat16"],
+        peft_method: PeftMethod = DEFAULT_PEFT_METHOD,
         soft_prompt_position: SoftPromptPosition = DEFAULT_SOFT_PROMPT_POSITION,
         checkpoint_every_steps: int | None = None,
         keep_checkpoints: int = DEFAULT_KEEP_LAST,
@@ -143,7 +145,9 @@ class TrainingRunner:
         self.store = store
         self.seed = seed
         self.precision = precision
-        #: Where new runs put the soft prompt (a resumed run keeps its own).
+        #: What new runs train, and where prompt tuning puts the soft prompt (a resumed run
+        #: keeps its own).
+        self.peft_method: PeftMethod = peft_method
         self.soft_prompt_position: SoftPromptPosition = soft_prompt_position
         self._torch_limiter = torch_limiter
         #: Runs that train at once; the others wait `queued`.
@@ -268,6 +272,7 @@ class TrainingRunner:
             ),
             validation_split=split,
             soft_prompt_position=self.soft_prompt_position,
+            peft_method=self.peft_method,
         )
 
     async def get_tuning_run(self, run_id: str) -> TuningRun:
