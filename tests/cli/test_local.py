@@ -150,7 +150,7 @@ def test_a_position_with_prefix_tuning_is_a_usage_error(
         *local,
     )  # fmt: skip
     assert outcome.code == 2
-    assert "peft_method='prompt_tuning'" in outcome.err
+    assert "--peft-method prompt_tuning" in outcome.err
 
 
 def test_local_deployments_cannot_be_cleaned_up_across_processes(

@@ -284,3 +284,24 @@ async def test_the_watsonx_backend_refuses_checkpoints_and_resume_with_a_typed_e
     )
     with pytest.raises(UnsupportedFeatureError, match="keeps no checkpoints"):
         await Deployment.create(watsonx, result, checkpoint=12)
+
+
+def test_a_run_recorded_before_later_defaults_resumes_with_its_own_parameters() -> None:
+    """A prompt-tuning run from before prefix tuning and label-mixed batches became defaults,
+    resumed with the parameters it was started with, is not refused for settings it did not
+    choose; a parameter that really differs still is."""
+    from dataclasses import replace
+
+    from granite_tuner.backends.local._resuming import _check_parameters
+    from granite_tuner.backends.local._training import TrainingConfig
+    from granite_tuner.parameters import PromptTuningParameters
+
+    parameters = PromptTuningParameters(task_id="classification", num_epochs=2)
+    recorded = replace(
+        TrainingConfig.from_parameters(parameters, peft_method="prompt_tuning"),
+        soft_prompt_position="start",
+        label_mixed_batches=False,
+    )
+    _check_parameters("run-old", recorded, parameters)
+    with pytest.raises(ResumeMismatchError, match=r"num_epochs=3 \(run: 2\)"):
+        _check_parameters("run-old", recorded, parameters.model_copy(update={"num_epochs": 3}))

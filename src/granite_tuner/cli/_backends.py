@@ -163,6 +163,11 @@ async def open_client(
     if options.local:
         from granite_tuner.backends.local import LocalClient
 
+        if options.soft_prompt_position is not None and options.peft_method != "prompt_tuning":
+            raise ConfigurationError(
+                "--soft-prompt-position places prompt tuning's soft prompt: add --peft-method "
+                "prompt_tuning (a prefix, the default, goes in front of the input at every layer)."
+            )
         settings: dict[str, Any] = {"home": options.home}
         if options.processes is not None:
             settings["processes"] = options.processes

@@ -11,7 +11,7 @@ the dead process trained but never wrote to run.json are restored — no gaps, n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from granite_tuner.backends.local._checkpoints import (
@@ -113,16 +113,23 @@ def prepare_resume(
 def _check_parameters(
     run_id: str, config: TrainingConfig, parameters: PromptTuningParameters
 ) -> None:
-    """`ResumeMismatchError` naming each setting that differs from the run's."""
-    asked = TrainingConfig.from_parameters(
-        parameters,
-        seed=config.seed,
-        precision=config.precision,
-        selection_metric=config.selection_metric,
-        early_stopping_patience=config.early_stopping_patience,
-        validation_split=config.validation_split,
-        soft_prompt_position=config.soft_prompt_position,
-        peft_method=config.peft_method,
+    """`ResumeMismatchError` naming each setting that differs from the run's.
+
+    Only what `parameters` set is compared: the rest is taken from the run, so a run recorded
+    before a later default (its method, position or batch plan) resumes as it was.
+    """
+    asked = replace(
+        TrainingConfig.from_parameters(
+            parameters,
+            seed=config.seed,
+            precision=config.precision,
+            selection_metric=config.selection_metric,
+            early_stopping_patience=config.early_stopping_patience,
+            validation_split=config.validation_split,
+            soft_prompt_position=config.soft_prompt_position,
+            peft_method=config.peft_method,
+        ),
+        label_mixed_batches=config.label_mixed_batches,
     ).to_dict()
     recorded = config.to_dict()
     differ = [f"{k}={asked[k]!r} (run: {recorded[k]!r})" for k in asked if asked[k] != recorded[k]]
