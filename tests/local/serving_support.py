@@ -10,6 +10,7 @@ this folder's conftest.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -233,6 +234,27 @@ async def all_at_once(
         for index in range(len(calls)):
             group.start_soon(one, index)
     return results
+
+
+async def assert_one_batch_answers_as_alone(
+    client: StandIn, targets: list[dict[str, str]], generate_calls: list[int]
+) -> None:
+    """Every prompt on every target (`deployment_id=` or `model_id=`), sent all at once, runs
+    in one `generate` call and gets the answer it gets alone."""
+    alone = [
+        [await client.generate(p, parameters=GREEDY, **target) for p in PROMPTS]
+        for target in targets
+    ]
+    generate_calls.clear()
+    together = await all_at_once(
+        [
+            functools.partial(client.generate, p, parameters=GREEDY, **target)
+            for p in PROMPTS
+            for target in targets
+        ]
+    )
+    assert generate_calls == [len(PROMPTS) * len(targets)]  # one batch
+    assert together == [alone[t][i] for i in range(len(PROMPTS)) for t in range(len(targets))]
 
 
 def reference_greedy(

@@ -8,7 +8,6 @@ the answer PEFT's own `PeftModel` gives for its sequence.
 from __future__ import annotations
 
 import copy
-import functools
 import shutil
 from pathlib import Path
 from typing import cast
@@ -24,7 +23,7 @@ from tests.local.serving_support import (
     PROMPTS,
     StandIn,
     Tiny,
-    all_at_once,
+    assert_one_batch_answers_as_alone,
     deploy,
     text_of,
 )
@@ -93,20 +92,7 @@ async def test_prefix_rows_share_batches_and_answer_as_alone(
         {"deployment_id": await deploy(client, "run-ok")},
         {"model_id": BASE},
     ]
-    alone = [
-        [await client.generate(p, parameters=GREEDY, **target) for p in PROMPTS]
-        for target in targets
-    ]
-    generate_calls.clear()
-    together = await all_at_once(
-        [
-            functools.partial(client.generate, p, parameters=GREEDY, **target)
-            for p in PROMPTS
-            for target in targets
-        ]
-    )
-    assert generate_calls == [len(PROMPTS) * len(targets)]  # one batch
-    assert together == [alone[t][i] for i in range(len(PROMPTS)) for t in range(len(targets))]
+    await assert_one_batch_answers_as_alone(client, targets, generate_calls)
 
 
 async def test_a_run_whose_adapter_is_not_what_it_records_is_not_served(

@@ -7,7 +7,6 @@ gets the answer it gets alone, which is the answer of plain forward passes over 
 
 from __future__ import annotations
 
-import functools
 import shutil
 
 import pytest
@@ -20,7 +19,7 @@ from tests.local.serving_support import (
     PROMPTS,
     StandIn,
     Tiny,
-    all_at_once,
+    assert_one_batch_answers_as_alone,
     deploy,
     reference_greedy,
     text_of,
@@ -66,20 +65,7 @@ async def test_rows_at_the_end_share_batches_and_answer_as_alone(
         {"deployment_id": await deploy(client, "run-long")},
         {"model_id": BASE},
     ]
-    alone = [
-        [await client.generate(p, parameters=GREEDY, **target) for p in PROMPTS]
-        for target in targets
-    ]
-    generate_calls.clear()
-    together = await all_at_once(
-        [
-            functools.partial(client.generate, p, parameters=GREEDY, **target)
-            for p in PROMPTS
-            for target in targets
-        ]
-    )
-    assert generate_calls == [len(PROMPTS) * len(targets)]  # one batch
-    assert together == [alone[t][i] for i in range(len(PROMPTS)) for t in range(len(targets))]
+    await assert_one_batch_answers_as_alone(client, targets, generate_calls)
 
 
 async def test_a_run_that_records_an_unknown_position_is_not_served(
