@@ -3,12 +3,14 @@
 1. Step time: two trainers on the same model, data and settings, one per precision, take turns
    (`--rounds` rounds of `--steps` steps each), so background load hits both alike; the
    median seconds per step of each and their ratio are printed.
-2. Accuracy (unless `--steps-only`): a full run of each with the package's defaults on the
-   shipped training set (20 % held out for validation, the best epoch kept), then the kept
-   soft prompt's accuracy on the shipped test set, read from greedy answers with the
-   Evaluator's parser (the trainer's batched validator, pointed at the test set).
+2. Accuracy (unless `--steps-only`): for each of `--seeds`, a full run of each precision with
+   the package's defaults on the shipped training set (20 % held out for validation, the best
+   epoch kept), then the kept soft prompt's accuracy on the shipped test set, read from greedy
+   answers with the Evaluator's parser (the trainer's batched validator, pointed at the test
+   set); then each precision's median and range over the seeds.
 
-    .venv/bin/python benchmarks/precision.py [--rounds 3] [--steps 6] [--steps-only]
+    .venv/bin/python benchmarks/precision.py [--rounds 3] [--steps 6] [--steps-only] \
+        [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -55,14 +57,14 @@ def step_times(loaded: LoadedModel, rounds: int, steps: int) -> dict[str, list[f
 
 
 def accuracy_run(
-    loaded: LoadedModel, precision: Literal["float32", "bfloat16"]
+    loaded: LoadedModel, precision: Literal["float32", "bfloat16"], seed: int
 ) -> tuple[float, float | None, int, float]:
     """(test accuracy of the kept prompt, its validation accuracy, kept epoch, train seconds)."""
     examples = list(load_examples(train_path()).examples)
     config = replace(
-        TrainingConfig.from_parameters(PromptTuningParameters(), seed=0), precision=precision
+        TrainingConfig.from_parameters(PromptTuningParameters(), seed=seed), precision=precision
     )
-    training, held = stratified_split(examples, config.validation_split, seed=0)
+    training, held = stratified_split(examples, config.validation_split, seed=seed)
     trainer = PromptTrainer(loaded, training, config, validation=held)
     started = time.perf_counter()
     trainer.train()
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--steps-only", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     arguments = parser.parse_args()
     device, dtype = resolve_device(None)
     print(f"CPU has hardware bf16: {cpu_has_bf16()}; torch threads: {torch.get_num_threads()}")
@@ -97,11 +100,20 @@ def main() -> None:
     print(f"bf16 / float32 step time: {medians['bfloat16'] / medians['float32']:.2f}")
     if arguments.steps_only:
         return
-    for precision in PRECISIONS:
-        test, validation, epoch, seconds = accuracy_run(loaded, precision)
+    accuracies: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    for seed in arguments.seeds:
+        for precision in PRECISIONS:
+            test, validation, epoch, seconds = accuracy_run(loaded, precision, seed)
+            accuracies[precision].append(test)
+            print(
+                f"{precision:9s} defaults, seed {seed}: kept epoch {epoch + 1}, validation "
+                f"accuracy {validation:.3f}, test accuracy {test:.3f}, training {seconds:.0f} s",
+                flush=True,
+            )
+    for precision, values in accuracies.items():
         print(
-            f"{precision:9s} defaults: kept epoch {epoch + 1}, validation accuracy "
-            f"{validation:.3f}, test accuracy {test:.3f}, training {seconds:.0f} s"
+            f"{precision:9s} test accuracy: median {statistics.median(values):.3f} "
+            f"[{min(values):.3f}-{max(values):.3f}] over seeds {arguments.seeds}"
         )
 
 

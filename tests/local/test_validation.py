@@ -26,7 +26,12 @@ from granite_tuner.backends.local import LocalClient, RunStore
 from granite_tuner.backends.local import _precision as precision_module
 from granite_tuner.backends.local._adapter import load_soft_prompt
 from granite_tuner.backends.local._models import LoadedModel
-from granite_tuner.backends.local._precision import cpu_has_bf16, resolve_precision
+from granite_tuner.backends.local._precision import (
+    FLOAT32_UNDER_AUTOCAST_SDPA,
+    cpu_has_bf16,
+    keep_float32_under_autocast,
+    resolve_precision,
+)
 from granite_tuner.backends.local._training import PromptTrainer, TrainingConfig
 from granite_tuner.data import Example, LabelledSet
 from granite_tuner.parameters import PromptTuningParameters
@@ -161,6 +166,45 @@ def test_precision_is_honoured_and_the_soft_prompt_stays_float32(
             assert state["exp_avg"].dtype == torch.float32
     finally:
         handle.remove()
+
+
+def test_attention_and_logits_run_in_float32_under_bf16_autocast_and_as_before_elsewhere(
+    tiny_loaded: LoadedModel,
+) -> None:
+    model = tiny_loaded.model
+    assert model.config._attn_implementation == FLOAT32_UNDER_AUTOCAST_SDPA
+    attention = model.model.layers[0].self_attn
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        attention.q_proj.register_forward_hook(lambda _m, _i, out: seen.update(q=out.dtype)),
+        attention.o_proj.register_forward_pre_hook(lambda _m, args: seen.update(o=args[0].dtype)),
+        model.lm_head.register_forward_hook(lambda _m, _i, out: seen.update(logits=out.dtype)),
+    ]
+    try:
+        config = TrainingConfig(**{**CONFIG.to_dict(), "precision": "bfloat16"})
+        assert PromptTrainer(tiny_loaded, TRAINING, config).step() is not None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # The products stay bf16; attention and the logits are computed in float32.
+    assert seen == {"q": torch.bfloat16, "o": torch.float32, "logits": torch.float32}
+
+    ids = torch.tensor([[3, 5, 7, 9, 11], [0, 0, 4, 6, 8]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    with torch.no_grad():
+        ours = model(input_ids=ids, attention_mask=mask).logits
+        model.set_attn_implementation("sdpa")
+        try:
+            plain = model(input_ids=ids, attention_mask=mask).logits
+            model.set_attn_implementation("eager")
+            wrapped = model.lm_head.forward
+            keep_float32_under_autocast(model)  # another implementation is left alone
+            assert model.config._attn_implementation == "eager"
+            assert model.lm_head.forward is wrapped  # and the output layer wrapped once
+        finally:
+            model.set_attn_implementation(FLOAT32_UNDER_AUTOCAST_SDPA)
+    assert torch.equal(ours[0], plain[0])
+    assert torch.equal(ours[1, 2:], plain[1, 2:])
 
 
 # --- the precision option ----------------------------------------------------------------------

@@ -206,6 +206,8 @@ class ModelCache:
     # --- loading ----------------------------------------------------------------------------
 
     def _load(self, name: str) -> LoadedModel:
+        from granite_tuner.backends.local._precision import keep_float32_under_autocast
+
         if name == DEFAULT_MODEL:
             source = str(self._default_model_folder())
         else:
@@ -216,6 +218,7 @@ class ModelCache:
         model.to(self.device)  # type: ignore[arg-type]  # transformers' stub types `to` narrowly
         model.train(False)  # eval mode (transformers leaves `eval` unannotated)
         model.requires_grad_(False)
+        keep_float32_under_autocast(model)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ConfigurationError(
