@@ -54,7 +54,7 @@ PARAMETERS = PromptTuningParameters(
     init_method="text",
     init_text="Classify the customer review as satisfied (1) or unsatisfied (0).",
     verbalizer="{{input}}",
-    num_virtual_tokens=8,
+    num_virtual_tokens=16,
 )
 VALIDATION_SPLIT = 0.2  # the local backend's default, written out
 GENERATION = {"decoding_method": "greedy", "max_new_tokens": 2}

@@ -186,7 +186,7 @@ def test_demo_end_to_end_on_the_tiny_model(
     assert document["run"]["name"] == "grooming-reviews-demo"
     assert document["run"]["parameters"]["num_epochs"] == 1
     assert document["run"]["parameters"]["max_input_tokens"] == 32
-    assert document["run"]["parameters"]["num_virtual_tokens"] == 8
+    assert document["run"]["parameters"]["num_virtual_tokens"] == 16
     assert set(document["accuracy"]) == {"base", "tuned"}
     assert (out / "learning_curve.png").stat().st_size > 0
     saved = json.loads((out / "comparison.json").read_text(encoding="utf-8"))

@@ -40,7 +40,7 @@ def ids(loaded: LoadedModel, text: str) -> list[int]:
 def test_unset_parameters_take_local_defaults() -> None:
     config = TrainingConfig.from_parameters(PromptTuningParameters(), seed=7)
     assert config.learning_rate == 0.01
-    assert config.num_virtual_tokens == 8
+    assert config.num_virtual_tokens == 16
     assert config.batch_size == 4
     assert config.num_epochs == 5
     assert config.max_input_tokens == 256
@@ -56,7 +56,7 @@ def test_unset_parameters_take_local_defaults() -> None:
 def test_prompt_tuning_takes_its_own_defaults() -> None:
     config = TrainingConfig.from_parameters(PromptTuningParameters(), peft_method="prompt_tuning")
     assert config.peft_method == "prompt_tuning"
-    assert (config.learning_rate, config.num_epochs) == (0.03, 8)
+    assert (config.learning_rate, config.num_epochs, config.num_virtual_tokens) == (0.03, 8, 8)
     assert config.soft_prompt_position == "end"
     start = TrainingConfig.from_parameters(
         PromptTuningParameters(), peft_method="prompt_tuning", soft_prompt_position="start"

@@ -48,7 +48,7 @@ DEMO_PARAMETERS = PromptTuningParameters(
     init_method="text",
     init_text="Classify the customer review as satisfied (1) or unsatisfied (0).",
     verbalizer="{{input}}",
-    num_virtual_tokens=8,
+    num_virtual_tokens=16,
 )
 DEMO_EVALUATION = EvaluationSettings(concurrency=16, max_new_tokens=2)
 DEMO_RUN_NAME = "grooming-reviews-demo"

@@ -89,7 +89,7 @@ class LocalClient:
             keys and values at every layer, PEFT's prefix tuning) or `"prompt_tuning"` (their
             embeddings, in the input, as watsonx.ai tunes). A small model learns a task from a
             prefix that prompt tuning does not reach: the demo's median accuracy on the shipped
-            review set is 0.975 against 0.91 (docs/benchmarks.md, "Prefix tuning"). Both save
+            review set is 0.983 against 0.91 (docs/benchmarks.md, "Prefix tuning"). Both save
             an ordinary PEFT adapter.
         soft_prompt_position: for prompt tuning, where runs put the soft prompt: `"end"` (the
             default, `[input][soft prompt][output]`) or `"start"` (PEFT's layout, `[soft prompt]
