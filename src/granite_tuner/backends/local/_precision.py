@@ -19,8 +19,8 @@ Two parts of the model stay float32 inside autocast (`keep_float32_under_autocas
 - The output layer, for accuracy: bf16 logits are rounded to about three significant digits,
   coarse for the small margin between two labels that the loss and the greedy answer read.
   With them the defaults scored 0.967 [0.942-0.975] on the shipped test set over three seeds
-  against float32's 0.975 [0.975-0.983]; with a float32 output layer, seeds 0 and 1 scored
-  what float32 did (docs/benchmarks.md). Training keeps only a few positions' logits, so this
+  against float32's 0.975 [0.975-0.983]; with a float32 output layer, 0.983 [0.975-0.983]
+  (docs/benchmarks.md, "Precision"). Training keeps only a few positions' logits, so this
   costs nothing measurable.
 
 The hardware probe is a plain function argument so that tests can stand in for a CPU they
